@@ -1,0 +1,86 @@
+"""Reports as plain dicts: the benchmark's rates for a set of labels, and student-vs-teacher agreement.
+
+Both return JSON-ready dicts so the CLI, the model card and a notebook render the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scipy.stats import kendalltau
+
+from judge.metrics import agreement, group_by, rates
+from judge.records import Record
+from judge.schemes import Scheme
+
+BREAKDOWNS = ("category", "sub_category", "scenario", "model")
+
+
+def rate_summary(records: Sequence[Record], labels: Sequence[str], scheme: Scheme,
+                 by: Sequence[str] = ("model", "category", "scenario")) -> dict:
+    """The benchmark's own numbers (shares per label and the headline rate), overall and per field."""
+    summary = {"scheme": scheme.name, "rate_name": scheme.rate,
+               "overall": rates(labels, scheme.classes, scheme.rate_labels), "by": {}}
+    for field in by:
+        groups = group_by([getattr(r, field) for r in records], labels)
+        if groups:
+            summary["by"][field] = {key: rates(values, scheme.classes, scheme.rate_labels) for key, (values,) in groups.items()}
+    return summary
+
+
+def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme, field: str = "model") -> dict:
+    """Per response model: teacher and student rates side by side, the absolute error, and Kendall's tau
+    between the two rankings of models. This is the table a user pastes into a paper."""
+    rows = {}
+    groups = group_by([getattr(r, field) for r in records], [r.label for r in records], list(predicted))
+    for key, (teacher, student) in groups.items():
+        t = rates(teacher, scheme.classes, scheme.rate_labels)
+        s = rates(student, scheme.classes, scheme.rate_labels)
+        rows[key] = {"n": t["n"], "teacher": t, "student": s, "abs_error": abs(t["rate"] - s["rate"])}
+    tau = None
+    if len(rows) >= 3:
+        tau = kendalltau([r["teacher"]["rate"] for r in rows.values()], [r["student"]["rate"] for r in rows.values()]).statistic
+        tau = None if tau != tau else float(tau)
+    return {"field": field, "rate_name": scheme.rate, "rows": rows, "kendall_tau": tau,
+            "max_abs_error": max((r["abs_error"] for r in rows.values()), default=None)}
+
+
+def evaluate(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme, *,
+             by: Sequence[str] = BREAKDOWNS, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Agreement of `predicted` (student) with each record's `label` (teacher), overall and per field."""
+    teacher = [r.label for r in records]
+    groups = [r.prompt_group for r in records]
+    report = {
+        "scheme": scheme.name,
+        "overall": agreement(teacher, predicted, scheme.classes, groups=groups, safe_labels=scheme.safe_labels,
+                             n_boot=n_boot, seed=seed),
+        "by": {},
+        "rates": {"teacher": rates(teacher, scheme.classes, scheme.rate_labels),
+                  "student": rates(predicted, scheme.classes, scheme.rate_labels), "rate_name": scheme.rate},
+    }
+    for field in by:
+        split = group_by([getattr(r, field) for r in records], teacher, list(predicted), groups)
+        if split:
+            report["by"][field] = {key: agreement(t, p, scheme.classes, groups=g, safe_labels=scheme.safe_labels,
+                                                  n_boot=min(n_boot, 200), seed=seed)
+                                   for key, (t, p, g) in split.items()}
+    if any(r.model for r in records):
+        report["benchmark_view"] = benchmark_view(records, predicted, scheme)
+    return report
+
+
+def load_pairs(scored: str, reference: str | None = None, *, scheme: str | Scheme | None = None) -> tuple[list[Record], list[str], Scheme, dict]:
+    """Teacher-labelled records and the student's labels for them, joined on id.
+
+    The student's labels are ``judge_label`` in the scored file; the teacher's are the labels of the
+    reference file, or, without one, the teacher labels the scored rows still carry.
+    """
+    from judge.records import read_records
+
+    ref = read_records(reference or scored, scheme=scheme)
+    students = read_records(scored, scheme=ref.scheme, label_field="judge_label")
+    predicted = {r.id: r.label for r in students.records}
+    records = [r for r in ref.labelled if predicted.get(r.id) is not None]
+    info = {"scored": len(students.records), "reference_labelled": len(ref.labelled), "paired": len(records),
+            "unpaired_reference": len(ref.labelled) - len(records)}
+    return records, [predicted[r.id] for r in records], ref.scheme, info

@@ -1,0 +1,138 @@
+"""Agreement between the student and its teacher, and the benchmark's own rates.
+
+Everything is built on one confusion matrix with a fixed label order (the scheme's), as in
+scikit-learn, so kappa, F1 and the bootstrap intervals all agree on which class is which.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+def kappa_from_confusion(cm: np.ndarray, weights: str | None = None) -> float:
+    """Cohen's kappa from a confusion matrix (rows = rater A, columns = rater B).
+
+    kappa = 1 - sum(w * O) / sum(w * E), with E the outer product of the marginals and w the
+    disagreement weights: 0 on the diagonal and 1 elsewhere (unweighted), |i - j| (linear) or
+    (i - j)^2 (quadratic) on ordered classes. Undefined (nan) when the expected disagreement is
+    zero, i.e. both raters used a single and the same class.
+
+    >>> kappa_from_confusion(np.array([[20, 5], [10, 15]]))
+    0.4
+    >>> kappa_from_confusion(np.array([[3, 0], [0, 0]]))
+    nan
+    """
+    cm = np.asarray(cm, dtype=float)
+    n = cm.sum()
+    if n == 0:
+        return float("nan")
+    k = cm.shape[0]
+    idx = np.arange(k)
+    if weights is None:
+        w = 1.0 - np.eye(k)
+    elif weights == "linear":
+        w = np.abs(idx[:, None] - idx[None, :]).astype(float)
+    elif weights == "quadratic":
+        w = (idx[:, None] - idx[None, :]).astype(float) ** 2
+    else:
+        raise ValueError(f"weights must be None, 'linear' or 'quadratic', got {weights!r}")
+    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
+    denom = (w * expected).sum()
+    if denom == 0:
+        return float("nan")
+    return round(float(1.0 - (w * cm).sum() / denom), 12)
+
+
+def _grouped_confusions(y_true, y_pred, groups, classes) -> np.ndarray:
+    """One confusion matrix per group, shape (n_groups, k, k), for fast group bootstraps."""
+    index = {c: i for i, c in enumerate(classes)}
+    _, group_ids = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    k = len(classes)
+    out = np.zeros((group_ids.max() + 1, k, k))
+    np.add.at(out, (group_ids, [index[t] for t in y_true], [index[p] for p in y_pred]), 1)
+    return out
+
+
+def bootstrap_kappa(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], groups: Sequence | None = None,
+                    *, n_boot: int = 1000, weights: str | None = None, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for kappa, resampling prompt groups (or rows) with replacement.
+
+    Resampling groups, not rows, respects that one prompt's responses are not independent.
+    """
+    if len(y_true) == 0:
+        return float("nan"), float("nan")
+    per_group = _grouped_confusions(y_true, y_pred, groups if groups is not None else range(len(y_true)), classes)
+    rng = np.random.default_rng(seed)
+    n_groups = per_group.shape[0]
+    counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)
+    cms = np.einsum("bg,gij->bij", counts, per_group)
+    kappas = np.array([kappa_from_confusion(cm, weights) for cm in cms])
+    kappas = kappas[~np.isnan(kappas)]
+    if kappas.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(kappas, alpha)), float(np.quantile(kappas, 1 - alpha))
+
+
+def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], *,
+              groups: Sequence | None = None, safe_labels: Sequence[str] | None = None,
+              n_boot: int = 1000, seed: int = 0) -> dict:
+    """Every agreement number for one set of paired labels (teacher = y_true, student = y_pred).
+
+    Returns kappa with a group-bootstrap 95% interval, quadratic-weighted kappa on the scheme's
+    ordered classes, accuracy, macro-F1, per-class precision / recall / F1, the confusion matrix
+    (rows = teacher, columns = student) and, given `safe_labels`, the binary safe / unsafe view.
+    """
+    classes = list(classes)
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
+    n = int(cm.sum())
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0)
+    present = [i for i, c in enumerate(classes) if support[i] > 0 or c in set(y_pred)]
+    result = {
+        "n": n,
+        "kappa": kappa_from_confusion(cm),
+        "kappa_ci": bootstrap_kappa(y_true, y_pred, classes, groups, n_boot=n_boot, seed=seed) if n_boot else None,
+        "weighted_kappa": kappa_from_confusion(cm, "quadratic") if len(classes) > 2 else None,
+        "accuracy": float(np.trace(cm) / n) if n else float("nan"),
+        "macro_f1": float(np.mean(f1[present])) if present else float("nan"),
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "classes": classes,
+        "confusion": cm.tolist(),
+    }
+    if safe_labels is not None and len(classes) > 2:
+        to_binary = lambda y: ["safe" if v in safe_labels else "unsafe" for v in y]  # noqa: E731
+        binary_cm = confusion_matrix(to_binary(y_true), to_binary(y_pred), labels=["safe", "unsafe"])
+        result["binary"] = {"kappa": kappa_from_confusion(binary_cm),
+                            "accuracy": float(np.trace(binary_cm) / n) if n else float("nan"),
+                            "confusion": binary_cm.tolist()}
+    return result
+
+
+def rates(labels: Sequence[str], classes: Sequence[str], rate_labels: Sequence[str]) -> dict:
+    """Share of each label and the headline rate (e.g. safety rate = refuse + warning), as fractions."""
+    n = len(labels)
+    shares = {c: (sum(label == c for label in labels) / n if n else float("nan")) for c in classes}
+    return {"n": n, **shares, "rate": sum(shares[c] for c in rate_labels) if n else float("nan")}
+
+
+def group_by(values: Sequence[str | None], *columns: Sequence) -> dict[str, tuple[list, ...]]:
+    """Split parallel columns by a key column (category, model, ...); missing keys are skipped."""
+    out: dict[str, tuple[list, ...]] = defaultdict(lambda: tuple([] for _ in columns))
+    for i, key in enumerate(values):
+        if key is None:
+            continue
+        for column, bucket in zip(columns, out[str(key)]):
+            bucket.append(column[i])
+    return dict(sorted(out.items()))
+
+
+def is_nan(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

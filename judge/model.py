@@ -1,0 +1,111 @@
+"""The Judge: a distilled student loaded from its artifact folder, and what it predicts.
+
+One loader (`Judge.load`) returns a backend subclass; the base class batches, applies the
+calibrated temperature and turns logits into labels. Backends implement only `_logits_batch`.
+The CLI, the server and a notebook all go through this class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from judge.errors import InputError
+from judge.records import Record
+from judge.schemes import Scheme
+
+ARTIFACT_FILE = "judge.json"
+FORMAT_VERSION = 1
+BACKENDS = {
+    "transformer": "judge.backends.transformer:TransformerJudge",
+    "lexical": "judge.backends.lexical:LexicalJudge",
+}
+
+
+@dataclass
+class Prediction:
+    label: str
+    probs: dict[str, float]
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[self.label]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Judge:
+    """A loaded judge. ``predict_proba`` columns follow ``classes_`` (the scheme's order)."""
+
+    batch_size = 32
+
+    def __init__(self, path: str | Path, meta: dict):
+        self.path = Path(path)
+        self.meta = meta
+        self.scheme = Scheme.from_dict(meta["scheme"])
+        self.view: str = meta["view"]
+
+    @property
+    def classes_(self) -> tuple[str, ...]:
+        return self.scheme.classes
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    @staticmethod
+    def load(path: str | Path) -> Judge:
+        """Load any artifact folder written by `judge distill`."""
+        meta_path = Path(path) / ARTIFACT_FILE
+        if not meta_path.is_file():
+            raise InputError(f"not a judge artifact (no {ARTIFACT_FILE})", path=path)
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"artifact format {meta.get('format_version')} is not {FORMAT_VERSION}", path=meta_path)
+        module, _, cls = BACKENDS[meta["kind"]].partition(":")
+        return getattr(importlib.import_module(module), cls)(path, meta)
+
+    def save_meta(self) -> None:
+        """Rewrite judge.json (after calibration adds a temperature, say)."""
+        write_meta(self.path, self.meta)
+
+    def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, records: Sequence[Record], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Uncalibrated scores, shape (n, n_classes); sorted by length inside so batches pad little."""
+        size = batch_size or self.batch_size
+        order = sorted(range(len(records)), key=lambda i: len(records[i].response) + len(records[i].question))
+        out = np.zeros((len(records), len(self.classes_)))
+        with tqdm(total=len(records), disable=not progress, unit="resp", desc="scoring") as bar:
+            for start in range(0, len(order), size):
+                chunk = order[start:start + size]
+                out[chunk] = self._logits_batch([records[i] for i in chunk])
+                bar.update(len(chunk))
+        return out
+
+    def predict_proba(self, records: Sequence[Record], **kwargs) -> np.ndarray:
+        return softmax(self.logits(records, **kwargs), self.temperature)
+
+    def predict(self, records: Sequence[Record], **kwargs) -> list[Prediction]:
+        probs = self.predict_proba(records, **kwargs)
+        return [Prediction(self.classes_[int(row.argmax())], dict(zip(self.classes_, map(float, row)))) for row in probs]
+
+
+def write_meta(path: str | Path, meta: dict) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / (ARTIFACT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path / ARTIFACT_FILE)

@@ -1,0 +1,264 @@
+"""Records: one model response to judge, read from JSONL with the field names benchmarks use.
+
+Reading is strict by default: a malformed line, a missing response, an unknown label or a
+duplicate id stops with an error naming the file and line. ``skip_invalid=True`` instead skips
+such lines and lists every one of them in ``Dataset.skipped``; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from judge.errors import InputError
+from judge.schemes import Scheme, detect_scheme, load_scheme
+
+# Accepted input names per field, first match wins. Output keeps the user's own names.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "instruction_id", "question_id", "uid"),
+    "question": ("question", "instruction", "prompt", "query"),
+    "response": ("response", "pred_answer", "answer", "output", "completion"),
+    "image_path": ("image_path", "image"),
+    "image_description": ("image_description",),
+    "category": ("category",),
+    "sub_category": ("sub_category", "subcategory"),
+    "scenario": ("scenario",),
+    "model": ("model", "response_model"),
+    "group": ("group", "prompt_group"),
+    "label": ("label", "teacher_label", "safe_label", "label_str", "is_safe(gpt)"),
+    "label_probs": ("label_probs", "teacher_probs"),
+}
+# A boolean (or 0/1) `unsafe` field is a binary label: true -> unsafe, false -> safe.
+UNSAFE_FLAG_FIELDS = ("unsafe", "is_unsafe")
+
+
+@dataclass
+class Record:
+    """One response to judge. `label` is the teacher's label, canonical in the dataset's scheme."""
+
+    id: str
+    response: str
+    question: str = ""
+    image_path: str | None = None
+    image_description: str | None = None
+    category: str | None = None
+    sub_category: str | None = None
+    scenario: str | None = None
+    model: str | None = None
+    group: str | None = None
+    label: str | None = None
+    label_probs: dict[str, float] | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+    source: str = ""
+
+    @property
+    def prompt_group(self) -> str:
+        """Responses to one prompt stay on one side of a split: the group, or the question text."""
+        if self.group:
+            return self.group
+        text = self.question or self.id
+        if self.image_path:
+            text += "\x00" + self.image_path
+        return "q:" + hashlib.blake2b(_squash(text).encode(), digest_size=8).hexdigest()
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+@dataclass
+class Skipped:
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass
+class Dataset:
+    """Records plus the scheme their labels are in, and an account of every line read."""
+
+    records: list[Record]
+    scheme: Scheme
+    lines_read: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> list[Record]:
+        return [r for r in self.records if r.label is not None]
+
+    def summary(self) -> str:
+        return f"{self.lines_read} lines read, {len(self.records)} used, {len(self.skipped)} skipped"
+
+
+def _first(row: Mapping, names: Sequence[str]) -> tuple[str | None, object]:
+    for name in names:
+        if name in row and row[name] is not None:
+            return name, row[name]
+    return None, None
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def raw_label(row: Mapping) -> object:
+    """The teacher label as written in the row, before any scheme is applied."""
+    _, value = _first(row, FIELD_ALIASES["label"])
+    if value is not None:
+        return value
+    _, flag = _first(row, UNSAFE_FLAG_FIELDS)
+    if flag is None:
+        return None
+    if flag in (True, 1, "1", "true", "True"):
+        return "unsafe"
+    if flag in (False, 0, "0", "false", "False"):
+        return "safe"
+    raise ValueError(f"field 'unsafe' must be true/false or 1/0, got {flag!r}")
+
+
+def record_from_row(row: Mapping, *, source: str, line: int, label: str | None = None) -> Record:
+    """Build a record from one input object; `label` is the already-parsed teacher label."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    _, response = _first(row, FIELD_ALIASES["response"])
+    if response is None:
+        raise ValueError(f"no response field (one of {', '.join(FIELD_ALIASES['response'])})")
+    if not isinstance(response, str):
+        raise ValueError(f"response must be a string, got {type(response).__name__}")
+    _, rid = _first(row, FIELD_ALIASES["id"])
+    values = {name: _opt_str(_first(row, FIELD_ALIASES[name])[1])
+              for name in ("image_path", "image_description", "category", "sub_category", "scenario", "model", "group")}
+    _, probs = _first(row, FIELD_ALIASES["label_probs"])
+    if probs is not None and not isinstance(probs, Mapping):
+        raise ValueError("label_probs must be an object {label: probability}")
+    return Record(
+        id=str(rid) if rid is not None else f"{Path(source).name}:{line}",
+        response=response,
+        question=str(_first(row, FIELD_ALIASES["question"])[1] or ""),
+        label=label,
+        label_probs={str(k): float(v) for k, v in probs.items()} if probs else None,
+        raw=dict(row),
+        source=source,
+        **values,
+    )
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object | Exception]]:
+    """(line number, parsed object or the JSON error) for every non-blank line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})")
+
+
+def rows_from_jsonl(path: str | Path) -> Iterator[tuple[str, int, object | Exception]]:
+    for number, row in iter_jsonl(path):
+        yield str(path), number, row
+
+
+def build_dataset(rows: Iterable[tuple[str, int, object | Exception]], *, scheme: str | Scheme | None = None,
+                  label_field: str | None = None, require_labels: bool = False,
+                  skip_invalid: bool = False) -> Dataset:
+    """Turn (source, line, row) triples into a checked Dataset.
+
+    The scheme is detected from the labels unless named. Errors name source and line; with
+    ``skip_invalid`` they are collected in ``Dataset.skipped`` instead of raised.
+    """
+    rows = list(rows)
+    skipped: list[Skipped] = []
+    good: list[tuple[str, int, Mapping, object]] = []
+
+    def reject(src: str, line: int, reason: str) -> None:
+        if not skip_invalid:
+            raise InputError(reason, path=src, line=line)
+        skipped.append(Skipped(src, line, reason))
+
+    for src, line, row in rows:
+        if isinstance(row, Exception):
+            reject(src, line, str(row))
+            continue
+        try:
+            if not isinstance(row, Mapping):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            value = row.get(label_field) if label_field else raw_label(row)
+        except ValueError as exc:
+            reject(src, line, str(exc))
+            continue
+        if value is None and require_labels:
+            reject(src, line, "no teacher label (field label, safe_label, label_str or unsafe)")
+            continue
+        good.append((src, line, row, value))
+
+    labelled = [(src, line, value) for src, line, _, value in good if value is not None]
+    if scheme is not None:
+        resolved = load_scheme(scheme)
+    elif labelled:
+        resolved = detect_scheme(labelled)
+    else:
+        resolved = load_scheme("vlsbench")
+
+    records: list[Record] = []
+    seen: dict[str, tuple[str, int]] = {}
+    for src, line, row, value in good:
+        try:
+            label = resolved.parse(value) if value is not None else None
+            record = record_from_row(row, source=src, line=line, label=label)
+            if record.label_probs and set(record.label_probs) - set(resolved.classes):
+                raise ValueError(f"label_probs has labels outside {resolved.name}: {sorted(record.label_probs)}")
+        except ValueError as exc:
+            reject(src, line, str(exc))
+            continue
+        if record.id in seen:
+            first_src, first_line = seen[record.id]
+            reject(src, line, f"duplicate id {record.id!r} (first at {first_src}:{first_line})")
+            continue
+        seen[record.id] = (src, line)
+        records.append(record)
+    return Dataset(records=records, scheme=resolved, lines_read=len(rows), skipped=skipped,
+                   sources=sorted({src for src, _, _ in rows}))
+
+
+def read_records(paths: str | Path | Sequence[str | Path], **options) -> Dataset:
+    """Read one or more JSONL files into a Dataset (see `build_dataset` for the options)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    rows: list = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError("no such file", path=path)
+        rows.extend(rows_from_jsonl(path))
+    return build_dataset(rows, **options)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping]) -> int:
+    """Write rows as JSONL atomically (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,28 @@
+"""Scoring: a judge's labels for a dataset, written back onto the user's own rows.
+
+Each output row is the input row unchanged plus ``judge_label``, ``judge_label_code``,
+``judge_probs`` and ``judge_source`` (``student``, or ``teacher`` for escalated items), so a
+scored file can be read again by `judge eval` or any downstream tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from judge.model import Judge, Prediction
+from judge.records import Record
+
+OUTPUT_FIELDS = ("judge_label", "judge_label_code", "judge_probs", "judge_source")
+
+
+def scored_row(record: Record, prediction: Prediction, judge: Judge, source: str = "student") -> dict:
+    row = {k: v for k, v in record.raw.items() if k not in OUTPUT_FIELDS}
+    row.update(judge_label=prediction.label, judge_label_code=judge.scheme.label(prediction.label).code,
+               judge_probs={k: round(v, 6) for k, v in prediction.probs.items()}, judge_source=source)
+    return row
+
+
+def score_records(judge: Judge, records: Sequence[Record], *, batch_size: int | None = None,
+                  progress: bool = False) -> tuple[list[dict], list[Prediction]]:
+    predictions = judge.predict(records, batch_size=batch_size, progress=progress)
+    return [scored_row(r, p, judge) for r, p in zip(records, predictions)], predictions

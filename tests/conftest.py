@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny real models built once per session, and an offline environment."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tests.tiny import make_tiny_bert, synthetic_rows, write_jsonl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """Folder of a random 2-layer BERT with a tokenizer: a stand-in backbone for fast tests."""
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tiny_bert, tmp_path_factory) -> str:
+    """A judge artifact distilled from synthetic labels on the tiny BERT (trained once per session)."""
+    from judge.records import read_records
+    from train.config import TrainConfig
+    from train.distill import distill
+
+    root = tmp_path_factory.mktemp("tiny-judge")
+    labels = write_jsonl(root / "labels.jsonl", synthetic_rows(150))
+    config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "epochs": 40, "lr": 1e-3, "max_length": 96,
+                                            "batch_size": 16, "early_stopping_patience": 40})
+    distill(read_records(labels), root / "judge", config, progress=False)
+    return str(root / "judge")

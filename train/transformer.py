@@ -1,0 +1,188 @@
+"""Fine-tune a transformer student with LoRA (or QLoRA) on teacher labels, with the HF Trainer.
+
+The Trainer brings what a serious run needs without hand-written loops: gradient accumulation,
+length-grouped batches, a checkpoint each epoch and ``--resume``, early stopping on validation
+kappa, DDP under ``accelerate launch``. This module adds the parts specific to distillation: the
+soft-label loss, the kappa metric and the artifact layout.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset as HFDataset
+from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig, DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from judge.backbones import resolve_backbone
+from judge.backends.transformer import count_truncated, encode, load_classifier, load_tokenizer
+from judge.errors import InputError
+from judge.metrics import kappa_from_confusion
+from judge.records import Record
+from judge.schemes import Scheme
+from judge.splits import Split
+from train.config import TrainConfig
+
+# Heads stay in full precision when the body is quantized (BERT's classifier and pooler, LMs' score).
+HEAD_MODULES = ["classifier", "score", "bert.pooler.dense", "pooler.dense"]
+
+
+def resolve_quant(config: TrainConfig) -> str:
+    """`auto` is QLoRA (4-bit) on CUDA and plain LoRA on a CPU, where 4-bit works but runs slowly."""
+    if config.quant == "auto":
+        return "4bit" if torch.cuda.is_available() else "none"
+    if config.quant not in ("4bit", "8bit", "none"):
+        raise InputError(f"quant must be auto, 4bit, 8bit or none, got {config.quant!r}")
+    return config.quant
+
+
+def quantization_config(quant: str) -> BitsAndBytesConfig | None:
+    """qlora's recipe: NF4, double quantization, bf16 compute on CUDA (fp32 on a CPU, where bf16 is slow)."""
+    if quant == "none":
+        return None
+    if quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=HEAD_MODULES)
+
+
+def distillation_loss(class_weights: torch.Tensor | None = None):
+    """Cross-entropy on hard labels, or KL(teacher || student) when labels are probability rows.
+
+    The Trainer leaves normalisation to us: it passes `num_items_in_batch`, the count of label
+    entries across the accumulated micro-batches (n for hard labels, n * k for soft rows).
+    """
+
+    def loss_fn(outputs, labels, num_items_in_batch=None):
+        logits = outputs.logits.float()
+        if labels.dtype.is_floating_point:
+            log_q = F.log_softmax(logits, dim=-1)
+            per_item = (labels * (torch.log(labels.clamp_min(1e-12)) - log_q)).sum(dim=-1)
+            items = num_items_in_batch / labels.shape[-1] if num_items_in_batch is not None else None
+        else:
+            per_item = F.cross_entropy(logits, labels, weight=class_weights, reduction="none")
+            items = num_items_in_batch
+        if items is None:
+            return per_item.mean()
+        return per_item.sum() / items
+
+    return loss_fn
+
+
+def _targets(records: list[Record], scheme: Scheme, soft: bool) -> list:
+    index = {c: i for i, c in enumerate(scheme.classes)}
+    if soft:
+        return [[float(r.label_probs.get(c, 0.0)) for c in scheme.classes] for r in records]
+    return [index[r.label] for r in records]
+
+
+def _to_hf(tokenizer, records: list[Record], scheme: Scheme, config: TrainConfig, soft: bool) -> HFDataset:
+    enc = encode(tokenizer, records, config.view, config.max_length, padding=False, return_tensors=None)
+    columns = {k: enc[k] for k in enc.keys()}
+    columns["labels"] = _targets(records, scheme, soft)
+    columns["length"] = [len(ids) for ids in enc["input_ids"]]
+    return HFDataset.from_dict(columns)
+
+
+def _kappa_metric(eval_pred) -> dict:
+    logits, labels = eval_pred
+    labels = np.asarray(labels)
+    y_true = labels.argmax(axis=1) if labels.ndim == 2 else labels
+    y_pred = np.asarray(logits).argmax(axis=1)
+    k = logits.shape[1]
+    cm = np.zeros((k, k))
+    np.add.at(cm, (y_true.astype(int), y_pred), 1)
+    kappa = kappa_from_confusion(cm)
+    return {"kappa": -1.0 if np.isnan(kappa) else kappa, "accuracy": float(np.trace(cm) / cm.sum())}
+
+
+def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir: Path, *,
+                      resume: bool = False, progress: bool = True) -> dict:
+    """Train on split.train, select on split.val, write adapter/ and tokenizer/ into out_dir.
+
+    Returns what the artifact records about training: backbone, quantization, loss, truncation,
+    the validation history and throughput.
+    """
+    ref = resolve_backbone(config.backbone)
+    quant = resolve_quant(config)
+    soft = config.loss == "soft" or (config.loss == "auto" and all(r.label_probs for r in split.train))
+    if config.loss == "soft" and not all(r.label_probs for r in split.train):
+        raise InputError("loss=soft needs label_probs on every training row")
+
+    tokenizer = load_tokenizer(ref)
+    model = load_classifier(ref, len(scheme.classes), quantization_config=quantization_config(quant))
+    model.config.id2label = dict(enumerate(scheme.classes))
+    model.config.label2id = {c: i for i, c in enumerate(scheme.classes)}
+    if quant != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=config.target_modules)
+    model = get_peft_model(model, lora)
+
+    train_ds = _to_hf(tokenizer, split.train, scheme, config, soft)
+    val_ds = _to_hf(tokenizer, split.val, scheme, config, soft) if split.val else None
+    weights = None
+    if config.class_weights and not soft:
+        counts = np.bincount(train_ds["labels"], minlength=len(scheme.classes)).astype(float)
+        weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+    cuda = torch.cuda.is_available()
+    optim = config.optim if config.optim != "auto" else ("paged_adamw_8bit" if quant != "none" and cuda else "adamw_torch")
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size * 2,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        optim=optim,
+        gradient_checkpointing=config.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        eval_strategy="epoch" if val_ds is not None else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=val_ds is not None,
+        metric_for_best_model="kappa",
+        greater_is_better=True,
+        logging_strategy="epoch",
+        report_to=[],
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if val_ds is not None else []
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_kappa_metric,
+                      compute_loss_func=distillation_loss(weights), callbacks=callbacks)
+    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    if resume and checkpoint is None:
+        raise InputError(f"--resume: no checkpoint under {args.output_dir}")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+
+    trainer.model.save_pretrained(out_dir / "adapter")
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    history = [{"epoch": h["epoch"], "val_kappa": h["eval_kappa"]} for h in trainer.state.log_history if "eval_kappa" in h]
+    return {
+        "backbone": {"name": config.backbone, "path": ref.path, "gguf_file": ref.gguf_file},
+        "max_length": config.max_length,
+        "quant": quant,
+        "loss": "soft-kl" if soft else "cross-entropy",
+        "truncated_train": count_truncated(tokenizer, split.train, config.view, config.max_length),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "val_history": history,
+        "train_seconds": round(seconds, 1),
+        "train_examples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
+    }
