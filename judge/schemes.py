@@ -163,26 +163,23 @@ def load_scheme(name_or_path: str | Path | Scheme) -> Scheme:
 
 
 def detect_scheme(raw_labels: Iterable[tuple[str, int, object]]) -> Scheme:
-    """Pick the built-in scheme that accepts every raw label, or fail naming the lines that disagree.
+    """Pick the built-in scheme the labels are written in, or fail naming the lines that disagree.
 
-    ``raw_labels`` holds (file, line, value). When several schemes accept everything (a file
-    labelled only "unsafe"), the first built-in (vlsbench) wins.
+    ``raw_labels`` holds (file, line, value). Lines that only one scheme accepts decide; when
+    two schemes each have such lines the file mixes schemes. When nothing decides (a file labelled
+    only "unsafe"), the first built-in (vlsbench) wins. Values no scheme knows are left for the
+    per-line check, which names them.
     """
     items = list(raw_labels)
     schemes = [load_scheme(name) for name in BUILTIN_SCHEMES]
-    rejected = {s.name: [(f, n, v) for f, n, v in items if s.try_parse(v) is None] for s in schemes}
-    for scheme in schemes:
-        if not rejected[scheme.name]:
-            return scheme
-    lines = []
-    for scheme in schemes:
-        accepted = [(f, n, v) for f, n, v in items if scheme.try_parse(v) is not None and
-                    any(other.try_parse(v) is None for other in schemes if other is not scheme)]
-        shown = ", ".join(f"{f}:{n} ({v!r})" for f, n, v in accepted[:5])
-        if accepted:
-            lines.append(f"  only {scheme.name}: {len(accepted)} lines, e.g. {shown}")
-    unknown = [(f, n, v) for f, n, v in items if all(s.try_parse(v) is None for s in schemes)]
-    if unknown:
-        shown = ", ".join(f"{f}:{n} ({v!r})" for f, n, v in unknown[:5])
-        lines.append(f"  no built-in scheme: {len(unknown)} lines, e.g. {shown}")
-    raise InputError("labels do not fit one scheme (name one with --scheme):\n" + "\n".join(lines))
+    only: dict[str, list] = {}
+    for item in items:
+        accepting = [s.name for s in schemes if s.try_parse(item[2]) is not None]
+        if len(accepting) == 1:
+            only.setdefault(accepting[0], []).append(item)
+    if len(only) > 1:
+        lines = [f"  only {name}: {len(hits)} lines, e.g. " + ", ".join(f"{f}:{n} ({v!r})" for f, n, v in hits[:5])
+                 for name, hits in only.items()]
+        raise InputError("labels mix schemes (name one with --scheme):\n" + "\n".join(lines))
+    name = next(iter(only), BUILTIN_SCHEMES[0])
+    return next(s for s in schemes if s.name == name)

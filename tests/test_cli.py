@@ -1,0 +1,53 @@
+"""The three commands of the first slice, end to end through the real CLI on a tiny model."""
+
+import json
+
+from typer.testing import CliRunner
+
+from cli import app
+from tests.tiny import synthetic_rows, write_jsonl
+
+runner = CliRunner()
+
+
+def test_distill_score_eval_round_trip(tiny_bert, tmp_path):
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(120, seed=1))
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert,
+                                 "--epochs", "2", "--max-length", "96", "--set", "lr=1e-3"])
+    assert result.exit_code == 0, result.output
+    assert "agreement with the teacher on held-out prompt groups (vlsbench)" in result.output
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["kind"] == "transformer" and meta["scheme"]["name"] == "vlsbench"
+    assert meta["data"]["labelled"] == 120 and meta["data"]["sources"][0]["sha256"]
+    assert meta["config"]["epochs"] == 2.0 and meta["config"]["lr"] == 1e-3
+    assert {"adapter", "tokenizer", "report.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+    responses = write_jsonl(tmp_path / "responses.jsonl", synthetic_rows(30, seed=2, with_labels=False))
+    result = runner.invoke(app, ["score", str(responses), "--judge", str(tmp_path / "run"), "-o", str(tmp_path / "scored.jsonl")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert len(rows) == 30 and all(r["judge_label"] in ("refuse", "warning", "unsafe") for r in rows)
+    assert all(abs(sum(r["judge_probs"].values()) - 1) < 1e-4 and r["judge_source"] == "student" for r in rows)
+    assert "safety rate" in result.output and "model-a" in result.output and "Illegal Activity" in result.output
+
+    reference = write_jsonl(tmp_path / "reference.jsonl", synthetic_rows(30, seed=2))
+    result = runner.invoke(app, ["eval", str(tmp_path / "scored.jsonl"), "--reference", str(reference)])
+    assert result.exit_code == 0, result.output
+    assert "30 paired responses" in result.output and "kappa=" in result.output
+    assert "teacher \\ student" in result.output
+    assert (tmp_path / "scored.confusion.png").stat().st_size > 1000
+
+
+def test_bad_line_is_one_clear_error(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"id": "a", "response": "r", "label": "refuse"}\n{"id": "b", "response": "r", "label": "sort of"}\n')
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert f"error: {labels}:2: unknown label 'sort of'" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_score_refuses_a_folder_that_is_not_a_judge(tmp_path):
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    result = runner.invoke(app, ["score", str(responses), "--judge", str(tmp_path)])
+    assert result.exit_code == 1 and "not a judge artifact" in result.output
