@@ -1,0 +1,44 @@
+"""Real public data from ../shared/data as judge JSONL rows (for benchmarks only; tests never read it).
+
+XSTest v2: GPT-4's labels (2023, temperature 0) on the unsafe-prompt rows are a real teacher's
+labels in the Refuse / Warning / Unsafe scheme. GPTFuzz: human binary labels (safe / unsafe).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _read(name: str) -> list[dict]:
+    path = SHARED / name
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: the benchmarks need ../shared/data beside the project")
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def xstest_gpt4_rows() -> list[dict]:
+    """The 989 unsafe-prompt XSTest responses GPT-4 graded (label = GPT-4's label)."""
+    return [{"id": r["id"], "question": r["prompt"], "response": r["response"], "category": r["category"],
+             "model": r["response_model"], "group": r["group"], "label": r["label_gpt4"], "label_human": r["label_human"]}
+            for r in _read("xstest_v2.jsonl") if r["prompt_type"] == "unsafe" and r["label_gpt4"]]
+
+
+def gptfuzz_rows(max_groups: int | None = None, seed: int = 0) -> list[dict]:
+    """GPTFuzz jailbreak responses with the human binary label; optionally a seeded sample of questions."""
+    rows = [{"id": r["id"], "question": r["prompt"], "response": r["response"], "model": r["response_model"],
+             "group": r["group"], "label": "unsafe" if r["unsafe_binary"] else "safe"} for r in _read("gptfuzz.jsonl")]
+    if max_groups is not None:
+        groups = sorted({r["group"] for r in rows})
+        keep = set(random.Random(seed).sample(groups, min(max_groups, len(groups))))
+        rows = [r for r in rows if r["group"] in keep]
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path

