@@ -1,0 +1,473 @@
+"""Collect teacher labels: each record's request is paid for once and stored the moment it is answered.
+
+    from judge.collect import TeacherConfig, collect, labelled_rows
+    result = collect(dataset.records, TeacherConfig(model="gpt-4o-2024-08-06"), scheme=dataset.scheme)
+    write_jsonl("labels.jsonl", labelled_rows(dataset.records, result))
+
+Online requests run concurrently through the async OpenAI client (its retries honour Retry-After);
+``TeacherConfig.batch`` goes through the Batch API instead, and an interrupted batch is picked up
+again from the cache on the next run. A refusal, an unparseable reply or a failed call becomes that
+record's status; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from judge.cache import Cache, request_key
+from judge.errors import InputError
+from judge.records import FIELD_ALIASES, Dataset, Record, file_sha256
+from judge.schemes import Scheme
+from judge.teacher import (BUILTIN_RUBRICS, REPLY_TOKENS, Rubric, cost_of, data_url, estimate_tokens, find_image,
+                           load_rubric, make_client, parse_reply, price_of, request_body)
+
+DEFAULT_CACHE = "data_cache/teacher.sqlite"
+STATUSES = ("ok", "teacher_refused", "parse_error", "error")
+BATCH_DONE = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass
+class TeacherConfig:
+    """Which teacher, which rubric, and how hard to push the endpoint."""
+
+    model: str = "gpt-4o-2024-08-06"
+    base_url: str | None = None  # default: OPENAI_BASE_URL, else api.openai.com
+    api_key: str | None = field(default=None, repr=False)  # default: OPENAI_API_KEY; never stored
+    rubric: str = "vlsbench"  # built-in rubric name (must match the scheme) or a template path
+    prompt_file: str | None = None  # a user's template with {question} and {response}
+    images: bool = True
+    concurrency: int = 16
+    rpm: int | None = None
+    tpm: int | None = None
+    max_cost: float | None = None  # USD; no new request starts once spent + in flight reaches it
+    prices: dict | None = None  # {model: (USD per 1M input tokens, per 1M output tokens)}
+    temperature: float = 0.0
+    logprobs: bool = True
+    max_retries: int = 6
+    timeout: float = 120.0
+    batch: bool = False
+    poll_interval: float = 30.0
+    batch_wait: float | None = None  # stop polling after this many seconds; a rerun resumes the batch
+
+
+@dataclass
+class TeacherLabel:
+    record_id: str
+    status: str  # "ok" | "teacher_refused" | "parse_error" | "error"
+    label: str | None = None
+    probs: dict[str, float] | None = None
+    explanation: str | None = None
+    raw: str | None = None
+    model: str | None = None  # as the API reported it
+    rubric_sha256: str = ""
+    cost: float = 0.0  # USD paid for this answer (when it was first paid)
+    cached: bool = False
+    error: str | None = None
+
+
+@dataclass
+class CollectResult:
+    labels: list[TeacherLabel]  # one per record that got an answer or an error; unsent records have none
+    stats: dict
+
+
+@dataclass
+class Job:
+    """One distinct request; records with identical requests share it (and its price)."""
+
+    key: str
+    record_ids: list[str]
+    body: dict  # the image, if any, is a hash stand-in until sent
+    image: Path | None
+    est_tokens: int
+
+    def send_body(self) -> dict:
+        if self.image is None:
+            return self.body
+        body = json.loads(json.dumps(self.body))
+        body["messages"][0]["content"][1]["image_url"]["url"] = data_url(self.image)
+        return body
+
+
+def resolve_rubric(teacher: TeacherConfig, scheme: Scheme) -> Rubric:
+    rubric = load_rubric(teacher.rubric, teacher.prompt_file)
+    if teacher.prompt_file is None and rubric.name in BUILTIN_RUBRICS and rubric.name != scheme.name:
+        raise InputError(f"the {rubric.name} rubric answers in the {rubric.name} scheme, not {scheme.name}: "
+                         f"use rubric {scheme.name!r} or a prompt file")
+    return rubric
+
+
+def prepare(records: list[Record], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric
+            ) -> tuple[dict[str, Job], dict[str, str], dict[str, str]]:
+    """(jobs by key, key by record id, error by record id for records that cannot be sent)."""
+    jobs: dict[str, Job] = {}
+    keys: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for record in records:
+        image, image_hash = None, None
+        if teacher.images and record.image_path:
+            try:
+                image = find_image(record)
+            except (OSError, ValueError) as exc:
+                errors[record.id] = str(exc)
+                continue
+            image_hash = file_sha256(image)
+        body = request_body(record, rubric, scheme, model=teacher.model, temperature=teacher.temperature,
+                            image_url=f"sha256:{image_hash}" if image else None, logprobs=teacher.logprobs)
+        key = request_key({"model": teacher.model, "rubric_sha256": rubric.sha256, "request": body,
+                           "image_sha256": image_hash})
+        keys[record.id] = key
+        if key in jobs:
+            jobs[key].record_ids.append(record.id)
+        else:
+            jobs[key] = Job(key, [record.id], body, image, estimate_tokens(body))
+    return jobs, keys, errors
+
+
+def plan(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, cache_path: str | Path = DEFAULT_CACHE) -> dict:
+    """What `collect` would do (requests, already cached, estimated cost) without calling anything."""
+    rubric = resolve_rubric(teacher, scheme)
+    jobs, _, errors = prepare(records, teacher, scheme, rubric)
+    stored = _cached(cache_path, jobs)
+    pending = [job for key, job in jobs.items() if key not in stored]
+    price = price_of(teacher.model, teacher.prices)
+    tokens = sum(job.est_tokens for job in pending)
+    return {
+        "records": len(records), "requests": len(jobs), "cached": len(jobs) - len(pending), "to_send": len(pending),
+        "unsendable": len(errors), "estimated_prompt_tokens": tokens,
+        "estimated_cost": cost_of(price, tokens, REPLY_TOKENS * len(pending), batch=teacher.batch) if price else None,
+        "price_per_million": price, "batch": teacher.batch, "rubric_sha256": rubric.sha256,
+    }
+
+
+def _cached(cache_path: str | Path, jobs: dict[str, Job]) -> dict[str, dict]:
+    if not Path(cache_path).is_file():
+        return {}
+    cache = Cache(cache_path)
+    try:
+        return cache.get_many(jobs)
+    finally:
+        cache.close()
+
+
+class _Tally:
+    """Running counts shared by the workers of one run (one event loop, so no locks)."""
+
+    def __init__(self, teacher: TeacherConfig, total: int, done: int, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.teacher, self.price = teacher, price_of(teacher.model, teacher.prices)
+        self.sent = self.answers = self.flying = 0
+        self.spent = self.reserved = 0.0
+        self.errors: dict[str, str] = {}
+        self.stopped: str | None = None
+        self.batches: list[dict] = []
+        self.settled = asyncio.Condition()
+        self.bar = tqdm(total=total, initial=done, disable=not progress, unit="label", desc="collect")
+        self.counts = Counter(cached=done)
+
+    def estimate(self, job: Job) -> float:
+        guess = cost_of(self.price, job.est_tokens, REPLY_TOKENS, batch=self.teacher.batch)
+        return max(guess, self.spent / self.answers) if self.answers else guess
+
+    def fits(self, estimate: float) -> bool:
+        limit = self.teacher.max_cost
+        return limit is None or self.spent + self.reserved + estimate <= limit
+
+    async def admit(self, estimate: float) -> bool:
+        """Reserve ``estimate`` within the budget, waiting for calls in flight to settle first.
+
+        False once even an idle run would pass the budget; sticky, so the run stops instead of
+        cherry-picking cheaper requests.
+        """
+        async with self.settled:
+            await self.settled.wait_for(lambda: self.stopped or self.flying == 0 or self.fits(estimate))
+            if self.stopped or not self.fits(estimate):
+                self.stopped = "max_cost"
+                return False
+            self.reserved += estimate
+            self.flying += 1
+            return True
+
+    async def release(self, estimate: float) -> None:
+        async with self.settled:
+            self.reserved -= estimate
+            self.flying -= 1
+            self.settled.notify_all()
+
+    def record(self, cache: Cache, job: Job, rubric: Rubric, reply=None, error: str | None = None, via: str = "online") -> None:
+        if reply is None:
+            self.errors[job.key] = error or "unknown error"
+            self.counts["failed"] += 1
+        else:
+            cost = cost_of(self.price or price_of(reply.model or "", self.teacher.prices), reply.prompt_tokens,
+                           reply.completion_tokens, batch=via == "batch")
+            cache.put(job.key, record_id=job.record_ids[0], status=reply.status, label=reply.label, probs=reply.probs,
+                      explanation=reply.explanation, raw=reply.raw, model=reply.model, requested_model=self.teacher.model,
+                      rubric_sha256=rubric.sha256, error=reply.error, prompt_tokens=reply.prompt_tokens,
+                      completion_tokens=reply.completion_tokens, cost=cost, via=via)
+            self.spent += cost
+            self.answers += 1
+            self.counts["done" if reply.status == "ok" else "failed"] += 1
+        self.bar.update(len(job.record_ids))
+        self.bar.set_postfix(done=self.counts["done"], cached=self.counts["cached"], failed=self.counts["failed"],
+                             spent=f"${self.spent:.4f}", refresh=False)
+
+
+async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric, cache: Cache, tally: _Tally) -> None:
+    import openai
+    from aiolimiter import AsyncLimiter
+
+    semaphore = asyncio.Semaphore(teacher.concurrency)
+    rpm = AsyncLimiter(teacher.rpm, 60) if teacher.rpm else None
+    tpm = AsyncLimiter(teacher.tpm, 60) if teacher.tpm else None
+
+    async def one(job: Job) -> None:
+        async with semaphore:
+            estimate = tally.estimate(job)
+            if not await tally.admit(estimate):
+                return
+            try:
+                if rpm:
+                    await rpm.acquire()
+                if tpm:
+                    await tpm.acquire(min(job.est_tokens + REPLY_TOKENS, teacher.tpm))
+                tally.sent += 1
+                completion = await client.chat.completions.create(**job.send_body())
+            except (openai.OpenAIError, OSError) as exc:
+                tally.record(cache, job, rubric, error=f"{type(exc).__name__}: {exc}")
+            else:
+                tally.record(cache, job, rubric, parse_reply(completion.model_dump(mode="json"), scheme))
+            finally:
+                await tally.release(estimate)
+
+    async with make_client(api_key=teacher.api_key, base_url=teacher.base_url, max_retries=teacher.max_retries,
+                           timeout=teacher.timeout) as client:
+        await asyncio.gather(*(one(job) for job in pending))
+
+
+async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric, cache: Cache,
+                 tally: _Tally) -> None:
+    """Resume this cache's open batches that cover pending requests, then submit one batch for the rest."""
+    import openai
+
+    jobs = {job.key: job for job in pending}
+    async with make_client(api_key=teacher.api_key, base_url=teacher.base_url, max_retries=teacher.max_retries,
+                           timeout=teacher.timeout) as client:
+        deadline = time.monotonic() + teacher.batch_wait if teacher.batch_wait is not None else None
+        for batch in cache.open_batches(teacher.model):
+            mine = [jobs.pop(key) for key in batch["keys"] if key in jobs]
+            if mine:
+                await _finish_batch(client, batch["batch_id"], mine, scheme, rubric, cache, tally, deadline)
+        rest = []
+        for job in jobs.values():
+            estimate = tally.estimate(job)
+            if not tally.fits(estimate):
+                tally.stopped = "max_cost"
+                break
+            tally.reserved += estimate
+            rest.append(job)
+        if not rest:
+            return
+        path = cache.path.parent / "batches" / f"{rest[0].key.replace(':', '-')}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            for job in rest:
+                handle.write(json.dumps({"custom_id": job.key, "method": "POST", "url": "/v1/chat/completions",
+                                         "body": job.send_body()}) + "\n")
+        try:
+            upload = await client.files.create(file=path, purpose="batch")
+            created = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h")
+        except openai.OpenAIError as exc:
+            for job in rest:
+                tally.record(cache, job, rubric, error=f"batch submission failed: {type(exc).__name__}: {exc}")
+            return
+        cache.add_batch(created.id, upload.id, teacher.model, [job.key for job in rest], created.status)
+        tally.sent, tally.reserved = tally.sent + len(rest), 0.0
+        await _finish_batch(client, created.id, rest, scheme, rubric, cache, tally, deadline)
+
+
+async def _finish_batch(client, batch_id: str, jobs: list[Job], scheme: Scheme, rubric: Rubric, cache: Cache,
+                        tally: _Tally, deadline: float | None) -> None:
+    """Poll until the batch ends (or the wait runs out), then merge every output line into the cache."""
+    import openai
+
+    while True:
+        try:
+            batch = await client.batches.retrieve(batch_id)
+        except openai.OpenAIError as exc:  # the batch stays open in the cache; a rerun polls it again
+            tally.batches.append({"id": batch_id, "status": f"unreachable ({type(exc).__name__})", "requests": len(jobs)})
+            return
+        cache.set_batch(batch_id, batch.status)
+        tally.bar.set_description(f"batch {batch_id} {batch.status}")
+        if batch.status in BATCH_DONE or (deadline is not None and time.monotonic() >= deadline):
+            break
+        await asyncio.sleep(tally.teacher.poll_interval)
+    tally.batches.append({"id": batch_id, "status": batch.status, "requests": len(jobs)})
+    if batch.status not in BATCH_DONE:
+        return
+    by_key = {job.key: job for job in jobs}
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        content = await client.files.content(file_id)
+        for line in content.text.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            job = by_key.pop(item.get("custom_id"), None)
+            if job is None:
+                continue
+            response = item.get("response") or {}
+            if response.get("status_code") == 200:
+                tally.record(cache, job, rubric, parse_reply(response["body"], scheme), via="batch")
+            else:
+                reason = (item.get("error") or (response.get("body") or {}).get("error") or {}).get("message")
+                tally.record(cache, job, rubric, error=f"batch request failed ({response.get('status_code')}): {reason}")
+    for job in by_key.values():
+        tally.record(cache, job, rubric, error=f"batch {batch_id} ended {batch.status} without this request")
+    cache.set_batch(batch_id, batch.status, merged=True)
+
+
+def _run(coroutine):
+    """asyncio.run, also from a notebook whose event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, cache_path: str | Path = DEFAULT_CACHE,
+            progress: bool = False) -> CollectResult:
+    """Label ``records`` with the teacher; stored answers are reused, new ones stored as they arrive."""
+    rubric = resolve_rubric(teacher, scheme)
+    if teacher.max_cost is not None and price_of(teacher.model, teacher.prices) is None:
+        raise InputError(f"no price known for {teacher.model}: give one (--price IN,OUT) to use a budget")
+    jobs, keys, unsendable = prepare(records, teacher, scheme, rubric)
+    cache = Cache(cache_path)
+    try:
+        before = cache.get_many(jobs)
+        pending = [job for key, job in jobs.items() if key not in before]
+        cached_records = sum(len(job.record_ids) for key, job in jobs.items() if key in before)
+        tally = _Tally(teacher, len(records), cached_records, progress)
+        if pending:
+            _run((_batch if teacher.batch else _online)(pending, teacher, scheme, rubric, cache, tally))
+        tally.bar.close()
+        stored = cache.get_many(jobs)
+    finally:
+        cache.close()
+
+    labels: list[TeacherLabel] = []
+    first_use: set[str] = set()
+    for record in records:
+        if record.id in unsendable:
+            labels.append(TeacherLabel(record.id, "error", rubric_sha256=rubric.sha256, error=unsendable[record.id]))
+            continue
+        key = keys[record.id]
+        if key in tally.errors:
+            labels.append(TeacherLabel(record.id, "error", rubric_sha256=rubric.sha256, error=tally.errors[key]))
+        elif key in stored:
+            row = stored[key]
+            labels.append(TeacherLabel(record.id, row["status"], row["label"], row["probs"], row["explanation"],
+                                       row["raw"], row["model"], row["rubric_sha256"], row["cost"],
+                                       cached=key in before or key in first_use, error=row["error"]))
+            first_use.add(key)
+    status = Counter(label.status for label in labels)
+    stats = {"records": len(records), "requests": len(jobs), "cached": cached_records, "sent": tally.sent,
+             "labelled": status["ok"], "failed": len(labels) - status["ok"], "unsent": len(records) - len(labels),
+             "spent": tally.spent, "status": {s: status[s] for s in STATUSES if status[s]},
+             "stopped": tally.stopped, "batches": tally.batches, "rubric_sha256": rubric.sha256}
+    return CollectResult(labels, stats)
+
+
+def labelled_rows(records: list[Record], result: CollectResult) -> list[dict]:
+    """Each input row plus the teacher's answer, in the fields `judge distill` reads (label, label_probs)."""
+    by_id = {label.record_id: label for label in result.labels}
+    rows = []
+    for record in records:
+        row = dict(record.raw)
+        answer = by_id.get(record.id)
+        if answer is None:
+            rows.append({**row, "teacher_status": "not_sent"})
+            continue
+        ok = answer.status == "ok"
+        row.update(label=answer.label if ok else None, label_probs=answer.probs if ok else None,
+                   teacher_model=answer.model, rubric_sha256=answer.rubric_sha256, teacher_status=answer.status,
+                   teacher_explanation=answer.explanation, teacher_cost=answer.cost)
+        if not ok:
+            row.update(teacher_error=answer.error, teacher_raw=answer.raw)
+        rows.append(row)
+    return rows
+
+
+def label_missing(dataset: Dataset, teacher: TeacherConfig, *, cache_path: str | Path = DEFAULT_CACHE,
+                  progress: bool = True) -> CollectResult:
+    """Give every unlabelled record of ``dataset`` a teacher label in place (through the same cache)."""
+    missing = [record for record in dataset.records if record.label is None]
+    result = collect(missing, teacher, scheme=dataset.scheme, cache_path=cache_path, progress=progress)
+    answers = {label.record_id: label for label in result.labels if label.status == "ok"}
+    for record in missing:
+        answer = answers.get(record.id)
+        if answer is not None:
+            record.label, record.label_probs = answer.label, answer.probs
+            record.raw.update(teacher_model=answer.model, rubric_sha256=answer.rubric_sha256)
+    return result
+
+
+def _field_value(record: Record, name: str) -> object:
+    """A record's value for a column name as users write it (aliases such as response_model allowed)."""
+    for canonical, aliases in FIELD_ALIASES.items():
+        if name in aliases and hasattr(record, canonical):
+            return getattr(record, canonical)
+    return record.raw.get(name)
+
+
+def stratified_sample(records: list[Record], n: int, by: list[str] | tuple[str, ...] = (), *, seed: int = 0) -> list[Record]:
+    """A seeded sample of ``n`` records with each stratum (combination of ``by`` values) in proportion.
+
+    Quotas are rounded by largest remainder, so the sample has exactly ``n`` records and every
+    stratum keeps its share within one record. Order follows the input.
+    """
+    if n >= len(records):
+        return list(records)
+    strata: dict[tuple, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        strata[tuple(str(_field_value(record, name)) for name in by)].append(index)
+    exact = {key: n * len(members) / len(records) for key, members in strata.items()}
+    quota = {key: int(value) for key, value in exact.items()}
+    for key in sorted(exact, key=lambda k: (quota[k] - exact[k], str(k)))[: n - sum(quota.values())]:
+        quota[key] += 1
+    rng = random.Random(seed)
+    chosen = sorted(i for key, members in sorted(strata.items(), key=lambda kv: str(kv[0]))
+                    for i in rng.sample(members, quota[key]))
+    return [records[i] for i in chosen]
+
+
+def format_plan(info: dict) -> str:
+    cost = "unknown (no price for this model: --price IN,OUT)" if info["estimated_cost"] is None \
+        else f"~${info['estimated_cost']:.2f}" + (" (Batch API, half price)" if info["batch"] else "")
+    return (f"{info['records']} records -> {info['requests']} distinct requests: {info['cached']} cached, "
+            f"{info['to_send']} to send, {info['unsendable']} cannot be sent (missing or bad image)\n"
+            f"estimated cost of the requests to send: {cost}")
+
+
+def format_stats(stats: dict) -> str:
+    status = ", ".join(f"{name} {count}" for name, count in stats["status"].items()) or "none"
+    lines = [f"{stats['records']} records: {stats['labelled']} labelled, {stats['failed']} without a label "
+             f"({status}), {stats['unsent']} not sent",
+             f"{stats['sent']} requests sent, {stats['cached']} records from the cache, spent ${stats['spent']:.4f}"]
+    if stats["stopped"] == "max_cost":
+        lines.append("stopped at the --max-cost budget; rerun with a higher budget to continue (nothing is paid twice)")
+    lines += [f"batch {b['id']}: {b['status']}" + ("" if b["status"] in BATCH_DONE else " (rerun to pick it up)")
+              for b in stats["batches"]]
+    return "\n".join(lines)

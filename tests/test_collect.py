@@ -1,0 +1,316 @@
+"""`judge collect` against a real OpenAI-compatible server on 127.0.0.1, through the real openai client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from judge.collect import (TeacherConfig, collect, label_missing, labelled_rows, plan, prepare, resolve_rubric,
+                           stratified_sample)
+from judge.errors import InputError
+from judge.records import build_dataset, read_records
+from judge.schemes import load_scheme
+from judge.teacher import load_rubric, parse_reply
+from tests.openai_server import ScriptedOpenAI, teacher_label
+from tests.tiny import synthetic_rows, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+VLS = load_scheme("vlsbench")
+# A tiny valid PNG (1x1, red).
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8cfc000"
+                    "000301010018dd8db00000000049454e44ae426082")
+
+
+def rows(n: int, markers: dict[int, str] | None = None, scheme: str = "vlsbench") -> list[dict]:
+    """Unlabelled synthetic rows, each response tagged item-N so the server log names it."""
+    out = synthetic_rows(n, scheme=scheme, with_labels=False)
+    for i, row in enumerate(out):
+        row["response"] += f" item-{i}" + (f" {markers[i]}" if markers and i in markers else "")
+    return out
+
+
+def records_of(row_list: list[dict], scheme: str = "vlsbench"):
+    return build_dataset([("in.jsonl", i + 1, r) for i, r in enumerate(row_list)], scheme=scheme).records
+
+
+@pytest.fixture
+def server():
+    with ScriptedOpenAI() as srv:
+        yield srv
+
+
+def teacher(server, **options) -> TeacherConfig:
+    return TeacherConfig(**{"model": "gpt-4o", "base_url": server.url, "api_key": "sk-test-secret-123",
+                            "concurrency": 4, **options})
+
+
+def test_labels_refusals_parse_errors_and_soft_labels(server, tmp_path):
+    records = records_of(rows(12, {0: "#refuse#", 1: "#filter#", 2: "#garbage#"}))
+    result = collect(records, teacher(server), scheme=VLS, cache_path=tmp_path / "c.sqlite")
+
+    by_id = {label.record_id: label for label in result.labels}
+    assert [by_id[r].status for r in ("r0", "r1", "r2")] == ["teacher_refused", "teacher_refused", "parse_error"]
+    assert "can't help" in by_id["r0"].error and by_id["r2"].raw.startswith("The answer is clearly")
+    for record in records[3:]:
+        label = by_id[record.id]
+        assert label.status == "ok" and label.label == teacher_label(record.response)
+        assert label.model == "gpt-4o-2024-08-06"  # the snapshot the API reported, not the alias asked for
+        assert max(label.probs, key=label.probs.get) == label.label and sum(label.probs.values()) == pytest.approx(1)
+        assert label.probs[label.label] == pytest.approx(0.8) and label.cost > 0 and not label.cached
+    assert result.stats["status"] == {"ok": 9, "teacher_refused": 2, "parse_error": 1}
+    assert result.stats["sent"] == 12 and result.stats["spent"] == pytest.approx(sum(l.cost for l in result.labels))
+
+    out = write_jsonl(tmp_path / "labels.jsonl", labelled_rows(records, result))
+    again = read_records(out)  # what `judge distill` reads
+    assert len(again.labelled) == 9 and again.scheme.name == "vlsbench"
+    assert {r.raw["teacher_status"] for r in again.records} == {"ok", "teacher_refused", "parse_error"}
+    assert all(r.label_probs and r.raw["teacher_model"] == "gpt-4o-2024-08-06" for r in again.labelled)
+
+
+def test_429_retry_after_is_honoured_and_500s_are_retried(server, tmp_path):
+    records = records_of(rows(4, {0: "#429#", 1: "#500x2#"}))
+    result = collect(records, teacher(server), scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert all(label.status == "ok" for label in result.labels)
+    assert server.sent(429) == {"item-0": 1} and server.sent(500) == {"item-1": 2}
+    assert server.sent(200)["item-0"] == 1 and server.sent(200)["item-1"] == 1
+    times = [r["time"] for r in server.requests if r["tag"] == "item-0"]
+    assert times[1] - times[0] >= 0.9  # waited the server's Retry-After: 1, not the SDK's 0.5 s backoff
+
+
+def test_failed_calls_are_errors_not_cached_and_retried_on_rerun(server, tmp_path):
+    records = records_of(rows(6, {2: "#slow#", 3: "#500x2#"}))
+    cache = tmp_path / "c.sqlite"
+    first = collect(records, teacher(server, timeout=0.5, max_retries=0), scheme=VLS, cache_path=cache)
+    status = {label.record_id: label.status for label in first.labels}
+    assert status == {"r0": "ok", "r1": "ok", "r2": "error", "r3": "error", "r4": "ok", "r5": "ok"}
+    errors = {label.record_id: label.error for label in first.labels if label.error}
+    assert "Timeout" in errors["r2"] and "500" in errors["r3"]
+
+    before = server.sent(None)
+    second = collect(records, teacher(server, timeout=5), scheme=VLS, cache_path=cache)
+    assert all(label.status == "ok" for label in second.labels)
+    resent = server.sent(None) - before
+    assert set(resent) == {"item-2", "item-3"} and second.stats["cached"] == 4
+
+
+def test_rerun_is_served_from_cache_with_zero_requests(server, tmp_path):
+    records = records_of(rows(10))
+    cache = tmp_path / "c.sqlite"
+    first = collect(records, teacher(server), scheme=VLS, cache_path=cache)
+    count = server.counts["chat"]
+    second = collect(records, teacher(server), scheme=VLS, cache_path=cache)
+    assert server.counts["chat"] == count == 10
+    assert second.stats["cached"] == 10 and second.stats["sent"] == 0 and second.stats["spent"] == 0
+    assert [l.label for l in second.labels] == [l.label for l in first.labels] and all(l.cached for l in second.labels)
+    # a different teacher model is a different request
+    collect(records[:2], teacher(server, model="gpt-4o-mini"), scheme=VLS, cache_path=cache)
+    assert server.counts["chat"] == 12
+
+
+def test_duplicate_requests_are_paid_once(server, tmp_path):
+    row_list = rows(3)
+    row_list.append({**row_list[0], "id": "copy"})
+    result = collect(records_of(row_list), teacher(server, rpm=600, tpm=10**6), scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert server.counts["chat"] == 3 and len(result.labels) == 4
+    assert result.labels[3].label == result.labels[0].label and result.labels[3].cached
+
+
+def test_dry_run_sends_nothing_and_counts_the_cache(server, tmp_path):
+    records = records_of(rows(8))
+    cache = tmp_path / "c.sqlite"
+    info = plan(records, teacher(server), scheme=VLS, cache_path=cache)
+    assert info["to_send"] == 8 and info["cached"] == 0 and info["estimated_cost"] > 0
+    assert server.counts["chat"] == 0 and not cache.exists()
+    collect(records[:5], teacher(server), scheme=VLS, cache_path=cache)
+    info = plan(records, teacher(server, batch=True), scheme=VLS, cache_path=cache)
+    assert (info["cached"], info["to_send"]) == (5, 3) and server.counts["chat"] == 5
+
+
+def test_max_cost_stops_cleanly_and_a_rerun_continues(tmp_path):
+    records = records_of(rows(10))
+    cache = tmp_path / "c.sqlite"
+    with ScriptedOpenAI(usage=(1000, 100)) as server:  # $0.0035 a call at the gpt-4o price
+        result = collect(records, teacher(server, concurrency=1, max_cost=0.01), scheme=VLS, cache_path=cache)
+        assert result.stats["stopped"] == "max_cost" and result.stats["spent"] <= 0.01
+        assert 0 < result.stats["sent"] < 10 and result.stats["unsent"] == 10 - len(result.labels)
+        assert labelled_rows(records, result)[-1]["teacher_status"] == "not_sent"
+        rest = collect(records, teacher(server, concurrency=1), scheme=VLS, cache_path=cache)
+        assert rest.stats["labelled"] == 10 and server.counts["chat"] == 10
+
+
+def test_batch_api_flow_and_resume_of_an_interrupted_batch(server, tmp_path):
+    records = records_of(rows(6, scheme="mmsafetybench"), scheme="mmsafetybench")
+    scheme = load_scheme("mmsafetybench")
+    cache = tmp_path / "c.sqlite"
+    config = teacher(server, batch=True, poll_interval=0.05, rubric="mmsafetybench")
+
+    server.hold_batches = True  # the batch stays in_progress: the run stops waiting, as if interrupted
+    first = collect(records, TeacherConfig(**{**config.__dict__, "batch_wait": 0.2}), scheme=scheme, cache_path=cache)
+    assert first.labels == [] and first.stats["batches"][0]["status"] == "in_progress"
+    assert server.counts["files.create"] == 1 and server.counts["batches.create"] == 1
+    upload = next(iter(server.files.values()))
+    assert upload["purpose"] == "batch" and len(upload["data"].splitlines()) == 6
+
+    server.hold_batches = False
+    second = collect(records, config, scheme=scheme, cache_path=cache)
+    assert server.counts["batches.create"] == 1 and server.counts["files.create"] == 1  # resumed, not resubmitted
+    assert server.counts["chat"] == 0 and second.stats["labelled"] == 6
+    assert [l.label for l in second.labels] == [teacher_label(r.response) if teacher_label(r.response) == "unsafe"
+                                               else "safe" for r in records]
+    online_price = (2.5 * 30 + 10 * 30) / 1e6  # batch bills half of this per 30+30 tokens at least
+    assert all(0 < l.cost < online_price * 20 for l in second.labels)
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT merged, status FROM batches").fetchall() == [(1, "completed")]
+        assert {v for (v,) in db.execute("SELECT via FROM labels")} == {"batch"}
+
+    third = collect(records, config, scheme=scheme, cache_path=cache)
+    assert third.stats["cached"] == 6 and server.counts["batches.create"] == 1
+
+
+def test_images_go_as_data_urls_and_a_missing_image_fails_only_its_record(server, tmp_path):
+    (tmp_path / "red.png").write_bytes(PNG)
+    row_list = rows(3)
+    row_list[0]["image_path"] = "red.png"
+    row_list[1]["image_path"] = "missing.png"
+    path = write_jsonl(tmp_path / "in.jsonl", row_list)
+    records = read_records(path).records  # image paths resolve next to the input file
+    result = collect(records, teacher(server), scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert [l.status for l in result.labels] == ["ok", "error", "ok"]
+    assert "image not found" in result.labels[1].error
+    assert [r["image"] for r in sorted(server.requests, key=lambda r: r["tag"])] == [True, False]
+
+    text_only = collect(records, teacher(server, images=False), scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert [l.status for l in text_only.labels] == ["ok"] * 3 and not any(r["image"] for r in server.requests[2:])
+
+
+def test_prompt_file_runs_verbatim_and_its_hash_is_stored(server, tmp_path):
+    template = 'Official judge.\nQ: {question}\nA: {response}\nOutput {"label": 1|2|3, "label_str": ..., "explanation": ...}'
+    prompt = tmp_path / "official.txt"
+    prompt.write_text(template)
+    records = records_of(rows(2))
+    result = collect(records, teacher(server, prompt_file=str(prompt)), scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    sent = server.requests[0]["text"]
+    assert sent.startswith("Official judge.\nQ: How do I") and sent.endswith('Output {"label": 1|2|3, "label_str": ..., "explanation": ...}')
+    assert result.labels[0].rubric_sha256 == load_rubric(prompt_file=prompt).sha256 != load_rubric("vlsbench").sha256
+
+
+def test_rubric_must_match_the_scheme_and_parser_is_strict():
+    with pytest.raises(InputError, match="mmsafetybench"):
+        resolve_rubric(TeacherConfig(rubric="vlsbench"), load_scheme("mmsafetybench"))
+    rubric = load_rubric("mmsafetybench")
+    assert "08 Political Lobbying" in rubric.text and "12 Health" in rubric.text and "{scenario}" in rubric.text
+
+    def reply(content):
+        return parse_reply({"model": "m", "choices": [{"message": {"content": content}, "finish_reason": "stop"}]}, VLS)
+
+    assert reply('{"label": 2, "label_str": "Safe with warning", "explanation": "x"}').label == "warning"
+    for bad in ('{"label": 2, "label_str": "Unsafe", "explanation": "x"}',  # disagree
+                '{"label": 2, "label_str": "Safe with warning", "explanation": "x", "extra": 1}',
+                '{"label": 7, "label_str": "Unsafe", "explanation": "x"}', "[2]", ""):
+        assert reply(bad).status == "parse_error"
+
+
+def test_stratified_sample_keeps_proportions_and_is_seeded():
+    records = records_of(rows(90))
+    sample = stratified_sample(records, 30, ["response_model", "category"], seed=1)
+    assert len(sample) == 30 and sample == stratified_sample(records, 30, ["response_model", "category"], seed=1)
+    assert sample != stratified_sample(records, 30, ["response_model", "category"], seed=2)
+    for field in ("model", "category"):
+        full = {v: sum(getattr(r, field) == v for r in records) / 90 for v in {getattr(r, field) for r in records}}
+        for value, share in full.items():
+            assert abs(sum(getattr(r, field) == value for r in sample) - share * 30) <= 2
+
+
+def test_label_missing_fills_only_unlabelled_records(server, tmp_path):
+    labelled = synthetic_rows(4)
+    dataset = build_dataset([("in.jsonl", i + 1, r) for i, r in enumerate(labelled[:2] + rows(4)[2:])])
+    result = label_missing(dataset, teacher(server), cache_path=tmp_path / "c.sqlite", progress=False)
+    assert server.counts["chat"] == 2 and result.stats["labelled"] == 2
+    assert all(r.label for r in dataset.records) and dataset.records[3].raw["teacher_model"] == "gpt-4o-2024-08-06"
+
+
+def test_cli_collect_writes_labels_and_never_stores_the_key(server, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", rows(6))
+    cache, out = tmp_path / "c.sqlite", tmp_path / "labels.jsonl"
+    args = ["collect", str(path), "--teacher", "gpt-4o", "--base-url", server.url, "--cache", str(cache)]
+    from cli import app
+
+    runner = CliRunner()
+    dry = runner.invoke(app, [*args, "--dry-run"], env={"OPENAI_API_KEY": "sk-test-secret-123"})
+    assert dry.exit_code == 0 and "6 to send" in dry.output and server.counts["chat"] == 0
+    run = runner.invoke(app, [*args, "-o", str(out), "--sample", "4"], env={"OPENAI_API_KEY": "sk-test-secret-123"})
+    assert run.exit_code == 0, run.output
+    assert "4 labelled" in run.output and server.counts["chat"] == 4
+    assert len(read_records(out).labelled) == 4
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert b"sk-test-secret-123" not in file.read_bytes()
+
+
+def test_sigkill_mid_run_loses_nothing_and_resends_nothing_stored(tmp_path):
+    """Kill a collecting process halfway; the rerun sends only what was never stored."""
+    n, concurrency = 160, 4
+    path = write_jsonl(tmp_path / "in.jsonl", rows(n))
+    cache, out = tmp_path / "c.sqlite", tmp_path / "labels.jsonl"
+    with ScriptedOpenAI(delay=0.05) as server:
+        command = [sys.executable, str(ROOT / "cli.py"), "collect", str(path), "-o", str(out), "--teacher", "gpt-4o",
+                   "--base-url", server.url, "--concurrency", str(concurrency), "--cache", str(cache)]
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < n // 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not out.exists()
+
+        records = read_records(path).records
+        config = TeacherConfig(model="gpt-4o", base_url=server.url, api_key="sk-test")
+        _, keys, _ = prepare(records, config, VLS, resolve_rubric(config, VLS))
+        with sqlite3.connect(cache) as db:
+            stored = {key for (key,) in db.execute("SELECT key FROM labels")}
+        stored_tags = {r.response.split()[-1] for r in records if keys[r.id] in stored}
+        assert 0 < len(stored_tags) < n
+
+        mark = len(server.requests)
+        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+        resent = [r["tag"] for r in server.requests[mark:]]
+        assert not stored_tags & set(resent)  # zero stored requests sent again
+        lost_in_flight = sum(server.sent(200).values()) - n
+        assert 0 <= lost_in_flight <= concurrency
+        labels = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(labels) == n and all(row["teacher_status"] == "ok" and row["label"] for row in labels)
+
+
+@pytest.mark.slow
+def test_distill_with_a_teacher_labels_the_unlabelled_rows_first(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default cache lands in ./data_cache
+    path = write_jsonl(tmp_path / "in.jsonl", rows(40))
+    from cli import app
+
+    result = CliRunner().invoke(app, ["distill", str(path), "-o", str(tmp_path / "judge"), "--teacher", "gpt-4o",
+                                      "--base-url", server.url, "--student", "lexical"])
+    assert result.exit_code == 0, result.output
+    assert server.counts["chat"] == 40 and (tmp_path / "data_cache" / "teacher.sqlite").is_file()
+    meta = json.loads((tmp_path / "judge" / "judge.json").read_text())
+    assert meta["teacher"]["models"] == ["gpt-4o-2024-08-06"] and meta["data"]["labelled"] == 40
+
+
+def test_unreachable_endpoint_marks_records_as_errors_without_stopping(tmp_path):
+    records = records_of(rows(3))
+    for batch in (False, True):
+        config = TeacherConfig(model="gpt-4o", base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0, batch=batch)
+        result = collect(records, config, scheme=VLS, cache_path=tmp_path / "c.sqlite")
+        assert [l.status for l in result.labels] == ["error"] * 3 and "Connection" in result.labels[0].error
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (0,)
