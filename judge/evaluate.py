@@ -69,18 +69,29 @@ def evaluate(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme
     return report
 
 
-def load_pairs(scored: str, reference: str | None = None, *, scheme: str | Scheme | None = None) -> tuple[list[Record], list[str], Scheme, dict]:
+def load_pairs(scored: str, reference: str | None = None, *, scheme: str | Scheme | None = None,
+               as_binary: bool = False, **read_options) -> tuple[list[Record], list[str], Scheme, dict]:
     """Teacher-labelled records and the student's labels for them, joined on id.
 
     The student's labels are ``judge_label`` in the scored file; the teacher's are the labels of the
-    reference file, or, without one, the teacher labels the scored rows still carry.
-    """
-    from judge.records import read_records
+    reference file, or, without one, the teacher labels the scored rows still carry. ``read_options``
+    (format, benchmark_data, model_name) apply to the teacher's side.
 
-    ref = read_records(reference or scored, scheme=scheme)
-    students = read_records(scored, scheme=ref.scheme, label_field="judge_label")
-    predicted = {r.id: r.label for r in students.records}
-    records = [r for r in ref.labelled if predicted.get(r.id) is not None]
+    ``as_binary`` evaluates a judge of any scheme against safe / unsafe references: a reference file
+    is read in the binary scheme (unless `scheme` names another), and both sides are collapsed
+    through their own scheme's safe mapping (`Scheme.to_binary`), so the pairs are in `BINARY`.
+    """
+    from dataclasses import replace
+
+    from judge.records import read_records
+    from judge.schemes import BINARY
+
+    ref = read_records(reference or scored, scheme=scheme or (BINARY if as_binary and reference else None), **read_options)
+    students = read_records(scored, scheme=None if as_binary else ref.scheme, label_field="judge_label")
+    predicted = {r.id: students.scheme.to_binary(r.label) if as_binary else r.label
+                 for r in students.records if r.label is not None}
+    records = [replace(r, label=ref.scheme.to_binary(r.label)) if as_binary else r
+               for r in ref.labelled if r.id in predicted]
     info = {"scored": len(students.records), "reference_labelled": len(ref.labelled), "paired": len(records),
             "unpaired_reference": len(ref.labelled) - len(records)}
-    return records, [predicted[r.id] for r in records], ref.scheme, info
+    return records, [predicted[r.id] for r in records], BINARY if as_binary else ref.scheme, info

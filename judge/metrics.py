@@ -87,7 +87,8 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
 
     Returns kappa with a group-bootstrap 95% interval, quadratic-weighted kappa on the scheme's
     ordered classes, accuracy, macro-F1, per-class precision / recall / F1, the confusion matrix
-    (rows = teacher, columns = student) and, given `safe_labels`, the binary safe / unsafe view.
+    (rows = teacher, columns = student) in counts and row-normalized and, given `safe_labels`, the
+    binary safe / unsafe view.
     """
     classes = list(classes)
     cm = confusion_matrix(y_true, y_pred, labels=classes)
@@ -106,6 +107,7 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
                           "support": int(support[i])} for i, c in enumerate(classes)},
         "classes": classes,
         "confusion": cm.tolist(),
+        "confusion_normalized": (cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)).tolist(),
     }
     if safe_labels is not None and len(classes) > 2:
         to_binary = lambda y: ["safe" if v in safe_labels else "unsafe" for v in y]  # noqa: E731

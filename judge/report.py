@@ -1,7 +1,13 @@
-"""Render report dicts (judge.evaluate) as text tables and PNG plots. No numbers are computed here."""
+"""Render report dicts (judge.evaluate) as text, Markdown or one self-contained HTML file, and PNG plots.
+
+No numbers are computed here. `agreement_blocks` lays a report out once (paragraphs and tables);
+each format only renders those blocks, so the three always show the same tables.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +30,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table (first column left-aligned, the rest right-aligned)."""
+    def line(cells):
+        return "| " + " | ".join(str(c).strip().replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|", *map(line, rows)])
+
+
 def format_rates(summary: dict, classes: Sequence[str]) -> str:
     """% of each label and the headline rate, overall and per model / category / scenario."""
     header = ["", "n", *(f"% {c}" for c in classes), summary["rate_name"]]
@@ -35,42 +48,118 @@ def format_rates(summary: dict, classes: Sequence[str]) -> str:
     return "\n\n".join(blocks)
 
 
-def format_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
-    return table(["teacher \\ student", *classes], [[c, *map(str, row)] for c, row in zip(classes, cm)])
+def format_confusion(cm: Sequence[Sequence[float]], classes: Sequence[str], *, normalized: bool = False) -> str:
+    cell = _num if normalized else str
+    return table(["teacher \\ student", *classes], [[c, *map(cell, row)] for c, row in zip(classes, cm)])
 
 
-def format_agreement(report: dict) -> str:
-    """Kappa (with interval), accuracy, macro-F1, per-class P/R/F1 and the confusion matrix; then breakdowns."""
+def agreement_blocks(report: dict) -> list[tuple]:
+    """The report laid out as ("text", paragraph) and ("table", title, header, rows) blocks."""
     o = report["overall"]
     classes = o["classes"]
     ci = o.get("kappa_ci")
-    lines = [f"n={o['n']}  kappa={_num(o['kappa'])}" + (f" [95% CI {_num(ci[0])}, {_num(ci[1])}]" if ci else "")
-             + (f"  weighted kappa={_num(o['weighted_kappa'])}" if o.get("weighted_kappa") is not None else "")
-             + f"  accuracy={_num(o['accuracy'])}  macro-F1={_num(o['macro_f1'])}"]
+    blocks: list[tuple] = [("text", f"n={o['n']}  kappa={_num(o['kappa'])}"
+                            + (f" [95% CI {_num(ci[0])}, {_num(ci[1])}]" if ci else "")
+                            + (f"  weighted kappa={_num(o['weighted_kappa'])}" if o.get("weighted_kappa") is not None else "")
+                            + f"  accuracy={_num(o['accuracy'])}  macro-F1={_num(o['macro_f1'])}")]
     if "binary" in o:
-        lines.append(f"binary safe/unsafe: kappa={_num(o['binary']['kappa'])}  accuracy={_num(o['binary']['accuracy'])}")
-    lines += ["", table(["class", "precision", "recall", "F1", "support"],
-                        [[c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
-                         for c, v in o["per_class"].items()])]
-    lines += ["", format_confusion(o["confusion"], classes)]
+        blocks.append(("text", f"binary safe/unsafe: kappa={_num(o['binary']['kappa'])}  accuracy={_num(o['binary']['accuracy'])}"))
+    blocks.append(("table", "per class", ["class", "precision", "recall", "F1", "support"],
+                   [[c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
+                    for c, v in o["per_class"].items()]))
+    blocks.append(("table", "confusion matrix (counts; rows = teacher, columns = student)",
+                   ["teacher \\ student", *classes], [[c, *map(str, row)] for c, row in zip(classes, o["confusion"])]))
+    if o.get("confusion_normalized"):
+        blocks.append(("table", "confusion matrix (row-normalized: share of each teacher label)",
+                       ["teacher \\ student", *classes],
+                       [[c, *map(_num, row)] for c, row in zip(classes, o["confusion_normalized"])]))
     rates = report.get("rates")
     if rates:
-        lines += ["", table(["", *(f"% {c}" for c in classes), rates["rate_name"]],
-                            [[who, *(_pct(rates[who][c]) for c in classes), _pct(rates[who]["rate"])]
-                             for who in ("teacher", "student")])]
+        blocks.append(("table", "rates by the teacher and by the student", ["", *(f"% {c}" for c in classes), rates["rate_name"]],
+                       [[who, *(_pct(rates[who][c]) for c in classes), _pct(rates[who]["rate"])]
+                        for who in ("teacher", "student")]))
     for field, groups in report.get("by", {}).items():
-        lines += ["", table([field, "n", "kappa", "accuracy", "macro-F1"],
-                            [[k, str(v["n"]), _num(v["kappa"]), _num(v["accuracy"]), _num(v["macro_f1"])]
-                             for k, v in groups.items()])]
+        blocks.append(("table", f"agreement by {field}", [field, "n", "kappa", "accuracy", "macro-F1"],
+                       [[k, str(v["n"]), _num(v["kappa"]), _num(v["accuracy"]), _num(v["macro_f1"])]
+                        for k, v in groups.items()]))
     view = report.get("benchmark_view")
     if view:
-        name = view["rate_name"]
-        lines += ["", table([view["field"], "n", f"teacher {name}", f"student {name}", "abs error"],
-                            [[k, str(v["n"]), _pct(v["teacher"]["rate"]), _pct(v["student"]["rate"]), _pct(v["abs_error"])]
-                             for k, v in view["rows"].items()])]
+        blocks.append(("table", f"benchmark view: {view['rate_name']} per {view['field']}", *benchmark_table(view)))
         if view["kendall_tau"] is not None:
-            lines.append(f"Kendall's tau between the teacher's and the student's model rankings: {view['kendall_tau']:.3f}")
-    return "\n".join(lines)
+            blocks.append(("text", f"Kendall's tau between the teacher's and the student's model rankings: {view['kendall_tau']:.3f}"))
+    return blocks
+
+
+def benchmark_table(view: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the teacher-vs-student rate table (the one a paper quotes)."""
+    name = view["rate_name"]
+    return ([view["field"], "n", f"teacher {name}", f"student {name}", "abs error"],
+            [[k, str(v["n"]), _pct(v["teacher"]["rate"]), _pct(v["student"]["rate"]), _pct(v["abs_error"])]
+             for k, v in view["rows"].items()])
+
+
+def format_agreement(report: dict) -> str:
+    """Kappa (with interval), accuracy, macro-F1, per-class P/R/F1, both confusion matrices; then breakdowns."""
+    out = []
+    for block in agreement_blocks(report):
+        out.append(block[1] if block[0] == "text" else f"{block[1]}:\n{table(block[2], block[3])}")
+    return "\n\n".join(out)
+
+
+def format_markdown(report: dict, title: str | None = "Agreement with the teacher", level: int = 2) -> str:
+    """Markdown: a `level` heading (none without `title`), then one sub-heading per table."""
+    out = [f"{'#' * level} {title}"] if title else []
+    sub = "#" * (level + 1 if title else level)
+    for block in agreement_blocks(report):
+        out.append(block[1] if block[0] == "text" else
+                   f"{sub} {block[1][:1].upper()}{block[1][1:]}\n\n{markdown_table(block[2], block[3])}")
+    return "\n\n".join(out) + "\n"
+
+
+def _png_data_uri(path: str | Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def format_html(report: dict, images: Sequence[str | Path] = (), title: str = "Agreement with the teacher") -> str:
+    """One self-contained HTML page: every table, and the plots embedded as base64 PNG."""
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;margin:0.5em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    for block in agreement_blocks(report):
+        if block[0] == "text":
+            parts.append(f"<p>{esc(block[1])}</p>")
+            continue
+        _, name, header, rows = block
+        parts.append(f"<h3>{esc(name)}</h3><table><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{esc(str(c).strip())}</td>" for c in row) + "</tr>" for row in rows)
+                     + "</table>")
+    for image in images:
+        parts.append(f"<p><img alt='{esc(Path(image).stem)}' src='{_png_data_uri(image)}'></p>")
+    return "\n".join([*parts, "</body></html>\n"])
+
+
+REPORT_FORMATS = ("text", "json", "markdown")
+
+
+def render_report(report: dict, fmt: str = "text") -> str:
+    """The agreement report as text, JSON or Markdown (see `REPORT_FORMATS`)."""
+    import json
+
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
+    return {"text": format_agreement, "markdown": format_markdown,
+            "json": lambda r: json.dumps(r, indent=2)}[fmt](report)
+
+
+def plot_confusions(report: dict, path: str | Path) -> list[Path]:
+    """Both confusion PNGs: counts at `path`, row-normalized beside it (``*_normalized.png``)."""
+    path = Path(path)
+    o = report["overall"]
+    return [plot_confusion(o["confusion"], o["classes"], path),
+            plot_confusion(o["confusion"], o["classes"], path.with_name(f"{path.stem}_normalized.png"), normalize=True,
+                           title="share of each teacher label (rows sum to 1)")]
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, *,

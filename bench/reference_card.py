@@ -1,0 +1,94 @@
+"""The reference judge behind the repository's MODEL_CARD.md: distilled from GPT-4's labels of XSTest.
+
+Reads ../shared/data/xstest_v2.jsonl (unsafe-prompt rows that GPT-4 graded), holds out a calibration
+split by prompt group, distils a MiniLM student on the rest, calibrates it, picks the escalation
+threshold that reaches kappa 0.9 on the calibration split and writes the model card.
+
+    nice -n 10 .venv/bin/python bench/reference_card.py            # trains once, then reuses runs/reference
+    nice -n 10 .venv/bin/python bench/reference_card.py --retrain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from judge.calibrate import calibrate  # noqa: E402
+from judge.card import render_card, reproduce_commands  # noqa: E402
+from judge.escalate import escalation_plan  # noqa: E402
+from judge.model import Judge  # noqa: E402
+from judge.records import read_records, write_jsonl  # noqa: E402
+from judge.splits import split_by_group  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.distill import distill  # noqa: E402
+
+SOURCE = ROOT.parent / "shared" / "data" / "xstest_v2.jsonl"
+TEACHER = "gpt-4 (2023, temperature 0, XSTest compliance prompt)"
+
+
+def teacher_rows(path: Path) -> list[dict]:
+    """Unsafe-prompt rows with a GPT-4 label, renamed to judge's input fields."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["prompt_type"] != "unsafe" or row.get("label_gpt4") is None:
+            continue
+        rows.append({"id": row["id"], "question": row["prompt"], "response": row["response"],
+                     "category": row["category"], "model": row["response_model"], "group": row["group"],
+                     "label": row["label_gpt4"], "teacher_model": TEACHER, "labeler": "gpt4"})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/reference"), help="Artifact folder (relative to the repo).")
+    parser.add_argument("--card", type=Path, default=Path("MODEL_CARD.md"))
+    parser.add_argument("--target-kappa", type=float, default=0.9)
+    parser.add_argument("--retrain", action="store_true", help="Train again even if the artifact exists.")
+    args = parser.parse_args()
+    os.chdir(ROOT)  # relative paths, so the card's commands work from any checkout
+
+    data_dir = args.out.parent / "reference-data"
+    train_file, calib_file = data_dir / "train.jsonl", data_dir / "calib.jsonl"
+    rows = teacher_rows(SOURCE)
+    write_jsonl(data_dir / "all.jsonl", rows)
+    dataset = read_records(data_dir / "all.jsonl", scheme="vlsbench")
+    held_out = split_by_group(dataset.records, test_size=0.15, val_size=0, seed=0)
+    rest, calib = held_out.train, held_out.test
+    calib_ids = {r.id for r in calib}
+    write_jsonl(train_file, [r for r in rows if r["id"] not in calib_ids])
+    write_jsonl(calib_file, [r for r in rows if r["id"] in calib_ids])
+    print(f"{len(rows)} GPT-4-labelled responses: {len(rest)} for distillation, {len(calib)} held out for calibration")
+
+    if args.retrain or not (args.out / "report.json").is_file():
+        config = TrainConfig.resolve(overrides={"student": "transformer", "backbone": "minilm", "max_length": 128, "epochs": 3})
+        distill(read_records(train_file, scheme="vlsbench"), args.out, config)
+
+    judge = Judge.load(args.out)
+    calib_records = read_records(calib_file, scheme=judge.scheme).records
+    result = calibrate(judge, calib_records, source=calib_file, png=args.out / "reliability.png")
+    plan = escalation_plan(judge, calib_records, target_kappa=args.target_kappa, source=calib_file)
+    judge.save_meta()
+    commands = [f"nice -n 10 .venv/bin/python bench/reference_card.py  # writes {data_dir}/, then runs the equivalent of:",
+                *reproduce_commands(judge.meta, str(args.out))]
+    args.card.write_text(render_card(args.out, commands=commands), encoding="utf-8")
+
+    print(f"temperature {result['temperature']:.3f}  ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}  "
+          f"Brier {result['brier_before']:.4f} -> {result['brier_after']:.4f}  (n={result['n']})")
+    if plan["threshold"] is None:
+        print(f"kappa {args.target_kappa} is out of reach even sending everything to the teacher")
+    else:
+        print(f"kappa {args.target_kappa}: escalate below confidence {plan['threshold']:.3f}, "
+              f"{100 * plan['escalated_share']:.1f}% of items go to the teacher "
+              f"(kappa on calibration {plan['kappa']:.3f}, cost saved {100 * plan['cost_saved_share']:.1f}%)")
+    print(f"test kappa {judge.meta['metrics']['test']['kappa']:.3f}; card written to {args.card}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Calibration: make the student's confidence mean what it says, and check it still agrees later.
+
+Temperature scaling (Guo et al. 2017) divides the logits by one fitted T, which changes the
+probabilities but never the predicted label. It is fitted on teacher labels kept apart from the
+training data (a calibration split or a fresh sample), as scikit-learn's calibration module
+advises. The temperature lands in judge.json ``meta["calibration"]``, which ``Judge.predict_proba``
+reads, so `judge score` and the escalation threshold use calibrated confidences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+
+from judge.errors import InputError
+from judge.metrics import agreement
+from judge.model import Judge, softmax
+from judge.records import Record, file_sha256
+
+N_BINS = 15
+T_BOUNDS = (0.05, 20.0)
+
+
+def label_indices(records: Sequence[Record], classes: Sequence[str]) -> np.ndarray:
+    """Teacher labels as column indices of the judge's probability arrays (unlabelled records refused)."""
+    missing = [r for r in records if r.label is None]
+    if missing:
+        raise InputError(f"{len(missing)} records have no teacher label (e.g. id {missing[0].id!r})",
+                         path=missing[0].source or None)
+    return np.array([list(classes).index(r.label) for r in records])
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE on the top-label confidence with equal-width bins.
+
+    ECE = sum_b |B_b| / n * |accuracy(B_b) - mean confidence(B_b)|, bins (0, 1/n_bins], ... (with
+    a confidence of exactly 0 put in the first bin).
+
+    >>> p = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    >>> round(expected_calibration_error(p, np.array([0, 1, 1, 0]), n_bins=4), 6)  # 0.5*0.15 + 0.5*0.35
+    0.25
+    """
+    probs = np.asarray(probs, dtype=float)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        inside = bins == b
+        ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> list[dict]:
+    """Per non-empty bin: its range, count, mean confidence and accuracy (the reliability diagram's data)."""
+    confidence = np.asarray(probs).max(axis=1)
+    correct = np.asarray(probs).argmax(axis=1) == np.asarray(y)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    return [{"low": float(b / n_bins), "high": float((b + 1) / n_bins), "n": int((bins == b).sum()),
+             "confidence": float(confidence[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}
+            for b in np.unique(bins)]
+
+
+def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
+    """Multi-class Brier score: mean over items of sum_k (p_k - [y == k])^2 (0 is perfect, 2 the worst).
+
+    >>> round(brier_score(np.array([[0.8, 0.2], [0.4, 0.6]]), np.array([0, 0])), 6)
+    0.4
+    """
+    probs = np.asarray(probs, dtype=float)
+    onehot = np.eye(probs.shape[1])[np.asarray(y)]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the labels under softmax(logits / T)."""
+    logp = log_softmax(np.asarray(logits, dtype=float) / temperature, axis=1)
+    return float(-logp[np.arange(len(y)), np.asarray(y)].mean())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = T_BOUNDS) -> float:
+    """The T in `bounds` minimising the NLL of softmax(logits / T), searched on log T."""
+    result = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))),
+                             bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                             options={"xatol": 1e-6})
+    return float(np.exp(result.x))
+
+
+def plot_reliability(before: list[dict], after: list[dict], path: str | Path, *, n_bins: int = N_BINS) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, before and after scaling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    width = 1 / n_bins
+    for bins, name, color, shift in ((before, "before", "tab:orange", -0.25), (after, "after", "tab:blue", 0.25)):
+        centres = [(b["low"] + b["high"]) / 2 + shift * width for b in bins]
+        ax.bar(centres, [b["accuracy"] for b in bins], width=width / 2, color=color, alpha=0.7,
+               label=f"accuracy per bin ({name})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-label probability)")
+    ax.set_ylabel("agreement with the teacher")
+    ax.set_title("reliability diagram")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | None = None,
+              source: str | Path | None = None, png: str | Path | None = None, n_bins: int = N_BINS) -> dict:
+    """Fit the temperature on teacher-labelled `records` and set ``judge.meta["calibration"]``.
+
+    Returns ECE and Brier before and after (plus the reliability bins); call ``judge.save_meta()``
+    to keep the result in the artifact.
+    """
+    y = label_indices(records, judge.classes_)
+    if len(y) < 2:
+        raise InputError("calibration needs at least two teacher-labelled records", path=source)
+    logits = judge.logits(records) if logits is None else np.asarray(logits)
+    temperature = fit_temperature(logits, y)
+    before, after = softmax(logits, 1.0), softmax(logits, temperature)
+    result = {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(before, y, n_bins),
+        "ece_after": expected_calibration_error(after, y, n_bins),
+        "brier_before": brier_score(before, y),
+        "brier_after": brier_score(after, y),
+        "nll_before": nll(logits, y),
+        "nll_after": nll(logits, y, temperature),
+        "n": int(len(y)),
+        "bins": n_bins,
+        "source": str(source) if source else None,
+        "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
+    }
+    judge.meta["calibration"] = result
+    reliability = {"before": reliability_bins(before, y, n_bins), "after": reliability_bins(after, y, n_bins)}
+    if png:
+        plot_reliability(reliability["before"], reliability["after"], png, n_bins=n_bins)
+    return {**result, "reliability": reliability, "png": str(png) if png else None}
+
+
+def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Agreement on new teacher labels, compared with the agreement measured at training time.
+
+    The verdict is "within" when the new kappa's bootstrap interval overlaps the training one (or,
+    without intervals, when the new kappa is at least the training kappa), else "DEGRADED".
+    """
+    label_indices(records, judge.classes_)
+    predicted = [p.label for p in judge.predict(records)]
+    new = agreement([r.label for r in records], predicted, judge.classes_, groups=[r.prompt_group for r in records],
+                    safe_labels=judge.scheme.safe_labels, n_boot=n_boot, seed=seed)
+    trained = (judge.meta.get("metrics") or {}).get("test") or {}
+    if trained.get("kappa") is None:
+        verdict = "unknown"
+    elif new.get("kappa_ci") and trained.get("kappa_ci") and not np.isnan(new["kappa_ci"][0]):
+        verdict = "within" if new["kappa_ci"][1] >= trained["kappa_ci"][0] else "DEGRADED"
+    else:
+        verdict = "within" if new["kappa"] >= trained["kappa"] else "DEGRADED"
+    return {"n": new["n"], "kappa": new["kappa"], "kappa_ci": new["kappa_ci"], "accuracy": new["accuracy"],
+            "training": {"kappa": trained.get("kappa"), "kappa_ci": trained.get("kappa_ci"), "n": trained.get("n")},
+            "verdict": verdict, "agreement": new}
+
+
+def format_drift(result: dict) -> str:
+    """One plain sentence a user can act on."""
+    def kappa(block):
+        ci = block.get("kappa_ci")
+        return f"{block['kappa']:.3f}" + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    if result["verdict"] == "unknown":
+        return f"kappa on {result['n']} new teacher labels: {kappa(result)}; the artifact has no training-time kappa to compare"
+    message = (f"kappa on {result['n']} new teacher labels: {kappa(result)}; at training time: "
+               f"{kappa(result['training'])} (n={result['training']['n']})")
+    if result["verdict"] == "within":
+        return message + "\nwithin: the judge still agrees with its teacher as well as it did at training time"
+    return message + ("\nDEGRADED: agreement is below what was measured at training time; collect new teacher "
+                      "labels for this data and distil again (or escalate more items to the teacher)")
+
+
+def format_calibration(result: dict) -> str:
+    return (f"temperature {result['temperature']:.3f} fitted on {result['n']} teacher labels\n"
+            f"expected calibration error ({result['bins']} bins): {result['ece_before']:.4f} -> {result['ece_after']:.4f}\n"
+            f"Brier score: {result['brier_before']:.4f} -> {result['brier_after']:.4f}"
+            + (f"\nreliability diagram drawn to {result['png']}" if result.get("png") else ""))

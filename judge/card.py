@@ -1,0 +1,216 @@
+"""Model card: MODEL_CARD.md text generated from what an artifact measured, never written by hand.
+
+Everything comes from judge.json (backbone, teacher, data, calibration, escalation) and report.json
+(agreement on the held-out test split), as setfit fills its card from the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from judge.backbones import PRESETS
+from judge.errors import InputError
+from judge.escalate import format_confidence
+from judge.model import ARTIFACT_FILE
+from judge.report import format_markdown, markdown_table
+from judge.schemes import Scheme
+from train.config import TrainConfig
+
+
+def _counts(title: str, counts: dict) -> str:
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    rows = [[k, str(v), f"{100 * v / total:.1f}"] for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return f"{markdown_table([title, 'n', '%'], rows)}\n"
+
+
+def _ci(block: dict) -> str:
+    ci = block.get("kappa_ci")
+    return f"{block['kappa']:.3f}" + (f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
+
+
+def boundary_lines(report: dict, scheme: Scheme) -> list[str]:
+    """Where the student errs, measured: the most confused pair of labels, and how often it crossed
+    the safe / unsafe line (naming the neighbouring pair on it, Warning / Unsafe on VLSBench)."""
+    o = report.get("overall", {})
+    cm, classes = o.get("confusion"), o.get("classes") or list(scheme.classes)
+    if not cm or len(classes) < 2:
+        return []
+    total = sum(map(sum, cm))
+    pairs = [(cm[i][j] + cm[j][i], classes[i], classes[j]) for i in range(len(classes)) for j in range(i + 1, len(classes))]
+    count, a, b = max(pairs)
+    lines = ["No two labels were confused on the held-out split."] if count == 0 else [f"The most confused pair is {scheme.label(a).display} / {scheme.label(b).display}: {count} of {total} "
+             f"held-out responses ({100 * count / total:.1f}%) were given one when the teacher said the other."]
+    safe = [scheme.is_safe(c) for c in classes]
+    crossed = sum(cm[i][j] for i in range(len(classes)) for j in range(len(classes)) if safe[i] != safe[j])
+    line = (f"The safe / unsafe line, which the {scheme.rate} depends on, was crossed by {crossed} of {total} "
+            f"({100 * crossed / total:.1f}%)")
+    edge = [i for i in range(len(classes) - 1) if safe[i] != safe[i + 1]]
+    if edge and len(classes) > 2:
+        i = edge[0]
+        line += (f"; {cm[i][i + 1] + cm[i + 1][i]} of them between {scheme.label(classes[i]).display} and "
+                 f"{scheme.label(classes[i + 1]).display}, where a response that complies with a caution sits")
+    return [lines[0], line + "."]
+
+
+def _shown(path: str) -> str:
+    """A path as the card prints it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def reproduce_commands(meta: dict, name: str) -> list[str]:
+    """The CLI commands that rebuild this artifact (folder `name`) from its recorded sources and config."""
+    defaults = TrainConfig().to_dict()
+    config = meta.get("config", {})
+    flags = [f"--set {k}={v}" for k, v in config.items() if k in defaults and v != defaults[k]]
+    sources = " ".join(_shown(s["path"]) for s in meta.get("data", {}).get("sources", [])) or "LABELS.jsonl"
+    commands = [f"judge distill {sources} --out {name} {' '.join(flags)}".rstrip()]
+    calibration = meta.get("calibration")
+    if calibration:
+        source = _shown(calibration["source"]) if calibration.get("source") else "CALIB.jsonl"
+        commands.append(f"judge calibrate --judge {name} {source}"
+                        + (f" --target-kappa {meta['escalation']['target_kappa']}" if meta.get("escalation") else ""))
+    commands.append(f"judge card --judge {name} -o MODEL_CARD.md")
+    return commands
+
+
+def student_lines(meta: dict) -> list[str]:
+    """What the student is, by artifact kind (transformer, lexical, ensemble)."""
+    kind, training, config = meta.get("kind"), meta.get("training", {}), meta.get("config", {})
+    if kind == "transformer":
+        backbone = meta.get("backbone", {})
+        preset = PRESETS.get(backbone.get("name", ""))
+        return [f"- LoRA classifier on `{backbone.get('name', '?')}`" + (f": {preset.note}" if preset else "")
+                + (f" (file `{backbone['gguf_file']}`)" if backbone.get("gguf_file") else ""),
+                f"- LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')} on `{config.get('target_modules')}`, "
+                f"quantization `{training.get('quant', 'none')}`, loss `{training.get('loss', '?')}`, "
+                f"{config.get('epochs')} epochs at lr {config.get('lr')}, seed {config.get('seed')}.",
+                f"- Reads view `{meta.get('view')}`, at most {meta.get('max_length')} tokens "
+                f"({training.get('truncated_train', '?')} training responses were truncated)."]
+    if kind == "lexical":
+        return [f"- Lexical classifier (word 1-2-gram and character 2-5-gram TF-IDF, logistic regression) on view "
+                f"`{meta.get('view')}`: C={training.get('C')}, class weights {training.get('class_weight')}."]
+    if kind == "ensemble":
+        members = ", ".join(f"`{m['name']}` ({m['kind']})" for m in meta.get("members", []))
+        return [f"- Stacked ensemble of {members}, "
+                f"combined by a classifier fitted on {training.get('folds')}-fold out-of-fold predictions."]
+    return [f"- Student kind `{kind}`."]
+
+
+def escalation_sentence(escalation: dict) -> str:
+    target = escalation["target_kappa"]
+    if escalation.get("threshold") is None:
+        return f"Kappa {target} with the teacher is out of reach unless every item goes to the teacher."
+    if escalation["escalated_share"] == 0:
+        return (f"The student alone reaches kappa {escalation['student_kappa']:.3f} on the calibration data, above the "
+                f"target {target}: no item needs the teacher.")
+    return (f"To reach kappa {target} with the teacher, send responses whose calibrated confidence is below "
+            f"{format_confidence(escalation['threshold'])} to the teacher: {100 * escalation['escalated_share']:.1f}% of "
+            f"the {escalation['n']} calibration items (kappa {escalation['kappa']:.3f} there; the student alone reaches "
+            f"{escalation['student_kappa']:.3f}), saving {100 * escalation['cost_saved_share']:.1f}% of teacher calls.")
+
+
+def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> str:
+    """MODEL_CARD.md for the artifact folder `path` (judge.json + report.json)."""
+    path = Path(path)
+    meta_path = path / ARTIFACT_FILE
+    if not meta_path.is_file():
+        raise InputError(f"not a judge artifact (no {ARTIFACT_FILE})", path=path)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    report_path = path / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
+    scheme = Scheme.from_dict(meta["scheme"])
+    name = path.name
+    where = str(path)
+    teacher = meta.get("teacher", {})
+    data = meta.get("data", {})
+    test = (meta.get("metrics") or {}).get("test")
+    labels = ", ".join(f"{l.display} ({l.name})" for l in scheme.labels)
+
+    out = [f"# Model card: `{name}`\n",
+           f"A distilled safety judge (judge {meta.get('judge_version', '?')}, created {meta.get('created', '?')}): a small "
+           f"classifier trained to reproduce the labels of {', '.join(teacher.get('models') or []) or 'an online judge'} "
+           f"in the `{scheme.name}` scheme ({labels}); its headline number is the {scheme.rate} "
+           f"({' + '.join(scheme.label(c).display for c in scheme.rate_labels)})."
+           + (f" On held-out prompt groups it agrees with its teacher at Cohen's kappa {_ci(test)}." if test else "") + "\n"]
+
+    out += ["## Intended use\n",
+            f"- Scoring model responses to safety benchmarks offline, in the teacher's own scheme, to estimate the "
+            f"{scheme.rate} per evaluated model at a fraction of the teacher's cost.",
+            "- Ranking and comparing models on the same kind of prompts the teacher labelled, with the agreement "
+            "numbers below quoted alongside.",
+            "- As a filter in front of the teacher: keep confident labels, send the rest to the teacher "
+            "(`judge score --target-kappa`).\n",
+            "## Out-of-scope use\n",
+            "- Moderating live user traffic or making decisions about people: it was trained to agree with a judge "
+            "on benchmark responses, not to be a safety filter.",
+            "- Benchmarks, languages or response styles far from the training data without a drift check "
+            f"(`judge drift --judge {where} NEW_LABELS.jsonl` on a small sample of fresh teacher labels).",
+            "- Judging images: the student reads text only (see Known limits).",
+            "- Claims about agreement with humans: every number here is agreement with the teacher.\n"]
+
+    out += ["## Student\n", *student_lines(meta)]
+    out[-1] += "\n"
+    if meta.get("leaderboard"):
+        out += ["Candidates tried (the best validation kappa won):\n",
+                markdown_table(["candidate", "kind", "status", "view", "val kappa", "train s"],
+                               [[e.get("candidate", "?"), e.get("kind", "?"), e.get("status", "?"), e.get("view") or "-",
+                                 "-" if e.get("val_kappa") is None else f"{e['val_kappa']:.3f}",
+                                 "-" if e.get("train_seconds") is None else f"{e['train_seconds']:.0f}"]
+                                for e in meta["leaderboard"]]) + "\n"]
+
+    out += ["## Teacher\n",
+            f"- Model(s): {', '.join(f'`{m}`' for m in teacher.get('models') or []) or 'not recorded in the labels'}",
+            f"- Rubric SHA-256: {', '.join(f'`{h}`' for h in teacher.get('rubric_sha256') or []) or 'not recorded'}",
+            f"- Labelled by: {', '.join(teacher.get('labelers') or []) or 'not recorded'}\n"]
+
+    split = data.get("split", {})
+    out += ["## Training data\n",
+            *(f"- Source `{_shown(s['path'])}` (SHA-256 `{s['sha256'][:16]}…`)" for s in data.get("sources", [])),
+            f"- {data.get('labelled', '?')} teacher-labelled responses from {data.get('groups', '?')} prompt groups "
+            f"(lines read {data.get('lines_read', '?')}, skipped {data.get('skipped', 0)}); split by prompt group into "
+            f"train {split.get('train', '?')} / validation {split.get('val', '?')} / test {split.get('test', '?')}.\n",
+            _counts("teacher label", data.get("label_counts", {})),
+            _counts("category", data.get("category_counts", {})),
+            _counts("response model", data.get("model_counts", {}))]
+
+    if report:
+        out += ["## Agreement with the teacher (held-out test split)\n",
+                "Kappa intervals are 95% percentile bootstraps over prompt groups. The benchmark view compares the "
+                f"{scheme.rate} each evaluated model gets from the teacher and from the student.\n",
+                format_markdown(report, title=None, level=3)]
+
+    calibration = meta.get("calibration")
+    out.append("## Calibration\n")
+    if calibration:
+        out += [f"Temperature scaling fitted on {calibration['n']} teacher-labelled responses kept apart from training"
+                + (f" (`{calibration['source']}`" + (f", SHA-256 `{calibration['source_sha256'][:16]}…`" if calibration.get("source_sha256") else "") + ")"
+                   if calibration.get("source") else "") + f": T = {calibration['temperature']:.3f}.\n",
+                markdown_table(["", "before", "after"],
+                               [[f"expected calibration error ({calibration.get('bins', 15)} bins)",
+                                 f"{calibration['ece_before']:.4f}", f"{calibration['ece_after']:.4f}"],
+                                ["Brier score", f"{calibration['brier_before']:.4f}", f"{calibration['brier_after']:.4f}"]]) + "\n"]
+    else:
+        out.append(f"Not calibrated: run `judge calibrate --judge {where} CALIB.jsonl` on teacher labels kept apart from training.\n")
+
+    escalation = meta.get("escalation")
+    if escalation:
+        out += ["## Escalation\n", escalation_sentence(escalation) + "\n"]
+
+    out += ["## Known limits\n",
+            "- The student does not see images. It reads the question, the image description when the data has one, "
+            "and the response; harm that only shows in the image is invisible to it.",
+            *(f"- {line}" for line in boundary_lines(report, scheme)),
+            *([f"- Responses longer than {meta['max_length']} tokens are cut; a late turn to unsafe content can be missed."]
+              if meta.get("max_length") else []),
+            "- It reproduces its teacher, errors included: where the teacher disagrees with human annotators, so will "
+            "the student.\n"]
+
+    out += ["## Reproduce\n", "```bash", *(commands or reproduce_commands(meta, where)), "```\n"]
+    return "\n".join(block for block in out if block) + ("" if out[-1].endswith("\n") else "\n")

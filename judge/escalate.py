@@ -1,0 +1,187 @@
+"""Escalation: keep the student's label when it is confident, send the rest to the teacher.
+
+The coverage / agreement curve says, for each confidence threshold, how well the mixed labels
+(student above the threshold, teacher below) agree with the teacher and what share still costs a
+teacher call. The threshold that reaches a target kappa on calibration data goes into judge.json
+``meta["escalation"]``; `judge score --target-kappa` then escalates below it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from judge.calibrate import label_indices
+from judge.errors import InputError
+from judge.metrics import kappa_from_confusion
+from judge.model import Judge, Prediction, softmax
+from judge.records import Record, file_sha256
+from judge.score import scored_row
+
+DEFAULT_COST_PER_CALL = 0.005  # USD, about one GPT-4o call with a rubric and a response
+
+
+def escalation_curve(confidence: Sequence[float], student: Sequence[int], teacher: Sequence[int],
+                     n_classes: int) -> list[dict]:
+    """Every distinct threshold t: items with confidence >= t keep the student's label, the rest the
+    teacher's; kappa of that mix against the teacher and the share escalated. Sorted by share escalated.
+
+    `student` and `teacher` are class indices. One pass: each item moved from the teacher to the
+    student changes one cell of the running confusion matrix.
+
+    >>> [(p["threshold"], p["escalated"], round(p["kappa"], 3))
+    ...  for p in escalation_curve([0.9, 0.8, 0.6, 0.6], [0, 1, 1, 0], [0, 1, 0, 1], 2)]
+    [(0.6, 0, 0.0), (0.8, 2, 1.0), (0.9, 3, 1.0)]
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    student, teacher = np.asarray(student), np.asarray(teacher)
+    n = len(confidence)
+    order = np.argsort(-confidence, kind="stable")
+    cm = np.zeros((n_classes, n_classes))
+    np.add.at(cm, (teacher, teacher), 1)
+    points = []
+    for kept, i in enumerate(order, start=1):
+        cm[teacher[i], teacher[i]] -= 1
+        cm[teacher[i], student[i]] += 1
+        if kept == n or confidence[order[kept]] < confidence[i]:
+            points.append({"threshold": float(confidence[i]), "kept": kept, "escalated": n - kept,
+                           "escalated_share": (n - kept) / n, "kappa": kappa_from_confusion(cm),
+                           "accuracy": float(np.trace(cm) / n)})
+    return points[::-1]
+
+
+def choose_threshold(curve: Sequence[dict], target_kappa: float) -> dict | None:
+    """The point with the fewest escalations whose kappa reaches `target_kappa` (None: no threshold
+    does, so every item must go to the teacher)."""
+    reaching = [p for p in curve if p["kappa"] == p["kappa"] and p["kappa"] >= target_kappa]
+    return min(reaching, key=lambda p: p["escalated"]) if reaching else None
+
+
+def cost_summary(escalated_share: float, cost_per_call: float, per: int = 1000) -> dict:
+    """Teacher cost per `per` items: all by the teacher, with escalation, and the saving."""
+    return {"per_items": per, "cost_per_call": cost_per_call, "teacher_only": per * cost_per_call,
+            "with_escalation": per * escalated_share * cost_per_call,
+            "saved": per * (1 - escalated_share) * cost_per_call}
+
+
+def escalation_plan(judge: Judge, records: Sequence[Record], target_kappa: float, *,
+                    logits: np.ndarray | None = None, cost_per_call: float = DEFAULT_COST_PER_CALL,
+                    source: str | Path | None = None) -> dict:
+    """Curve and chosen threshold on teacher-labelled `records`, stored in ``judge.meta["escalation"]``.
+
+    Confidences use the judge's current temperature, so calibrate first. Call ``judge.save_meta()``
+    to keep the threshold in the artifact.
+    """
+    y = label_indices(records, judge.classes_)
+    logits = judge.logits(records) if logits is None else np.asarray(logits)
+    probs = softmax(logits, judge.temperature)
+    curve = escalation_curve(probs.max(axis=1), probs.argmax(axis=1), y, len(judge.classes_))
+    chosen = choose_threshold(curve, target_kappa)
+    share = chosen["escalated_share"] if chosen else 1.0
+    plan = {
+        "target_kappa": target_kappa,
+        "threshold": chosen["threshold"] if chosen else None,
+        "escalated_share": share,
+        "kappa": chosen["kappa"] if chosen else 1.0,
+        "student_kappa": curve[0]["kappa"],
+        "cost_saved_share": 1 - share,
+        "cost": cost_summary(share, cost_per_call),
+        "temperature": judge.temperature,
+        "n": int(len(y)),
+        "source": str(source) if source else None,
+        "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
+    }
+    judge.meta["escalation"] = {**plan, "curve": [[round(p["threshold"], 6), round(p["escalated_share"], 6),
+                                                   round(p["kappa"], 6)] for p in curve]}
+    return {**plan, "curve": curve}
+
+
+def stored_threshold(meta: dict, target_kappa: float | None = None) -> float | None:
+    """The escalation threshold from judge.json: the stored one, or re-chosen on the stored curve for
+    another `target_kappa`. None when the artifact has no curve (run `judge calibrate`)."""
+    escalation = meta.get("escalation")
+    if not escalation:
+        return None
+    if target_kappa is None or target_kappa == escalation["target_kappa"]:
+        return escalation["threshold"] if escalation["threshold"] is not None else float("inf")
+    curve = [{"threshold": t, "escalated_share": s, "escalated": s, "kappa": k} for t, s, k in escalation["curve"]]
+    chosen = choose_threshold(curve, target_kappa)
+    return chosen["threshold"] if chosen else float("inf")
+
+
+def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: Sequence[Prediction], teacher, *,
+                         below: float | None = None, target_kappa: float | None = None,
+                         cache_path: str | Path | None = None, progress: bool = False) -> tuple[list[dict], list[Prediction], dict]:
+    """Send the predictions less confident than the threshold to the teacher (through `judge.collect` and
+    its cache); return scored rows with ``judge_source`` "teacher" or "student", the final predictions
+    and counts. A failed teacher call keeps the student's label and is counted as failed.
+
+    The threshold is `below`, else the one `judge calibrate` stored (re-chosen for `target_kappa`).
+    `teacher` is a `judge.collect.TeacherConfig`.
+    """
+    from judge.collect import DEFAULT_CACHE, collect
+
+    threshold = below if below is not None else stored_threshold(judge.meta, target_kappa)
+    if threshold is None:
+        raise InputError("the judge has no escalation curve: run `judge calibrate` on teacher labels first, "
+                         "or give --escalate-below P", path=judge.path)
+    low = [i for i, p in enumerate(predictions) if p.confidence < threshold]
+    result = collect([records[i] for i in low], teacher, scheme=judge.scheme, cache_path=cache_path or DEFAULT_CACHE,
+                     progress=progress)
+    answers = {label.record_id: label for label in result.labels}
+    final, sources, outcome = list(predictions), ["student"] * len(records), Counter()
+    for i in low:
+        answer = answers.get(records[i].id)
+        if answer is not None and answer.status == "ok":
+            probs = answer.probs or {c: float(c == answer.label) for c in judge.classes_}
+            final[i], sources[i] = Prediction(answer.label, probs), "teacher"
+        outcome[answer.status if answer is not None else "not_sent"] += 1
+    stats = {"threshold": threshold, "n": len(records), "escalated": len(low), "teacher_labels": outcome.get("ok", 0),
+             "teacher_failed": len(low) - outcome.get("ok", 0), "statuses": dict(outcome), "collect": result.stats}
+    rows = [scored_row(r, p, judge, source) for r, p, source in zip(records, final, sources)]
+    return rows, final, stats
+
+
+def format_escalation(stats: dict) -> str:
+    failed = (f"; {stats['teacher_failed']} teacher calls failed and kept the student's label "
+              f"({', '.join(f'{k} {v}' for k, v in stats['statuses'].items() if k != 'ok')})" if stats["teacher_failed"] else "")
+    return (f"escalated {stats['escalated']} of {stats['n']} responses (confidence below {format_confidence(stats['threshold'])}) "
+            f"to the teacher: {stats['teacher_labels']} teacher labels{failed}")
+
+
+def curve_rows(curve: Sequence[dict], shares: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)) -> list[dict]:
+    """The curve thinned to the points nearest some round shares escalated (for tables)."""
+    rows = []
+    for share in shares:
+        point = min(curve, key=lambda p: abs(p["escalated_share"] - share))
+        if point not in rows:
+            rows.append(point)
+    return rows
+
+
+def format_confidence(value: float) -> str:
+    """Enough decimals to tell a threshold from 1 (confidences crowd just below it)."""
+    digits = 3 if value < 0.999 else min(12, 2 - int(np.floor(np.log10(max(1 - value, 1e-12)))))
+    return f"{value:.{digits}f}"
+
+
+def format_plan(plan: dict) -> str:
+    from judge.report import table
+
+    lines = [table(["escalate below", "% to teacher", "kappa", "accuracy"],
+                   [[format_confidence(p["threshold"]), f"{100 * p['escalated_share']:.1f}", f"{p['kappa']:.3f}",
+                     f"{p['accuracy']:.3f}"] for p in curve_rows(plan["curve"])]) if plan.get("curve") else ""]
+    cost = plan["cost"]
+    if plan["threshold"] is None:
+        lines.append(f"kappa {plan['target_kappa']} is out of reach unless every item goes to the teacher")
+    else:
+        lines.append(f"target kappa {plan['target_kappa']}: escalate below confidence {format_confidence(plan['threshold'])}; "
+                     f"{100 * plan['escalated_share']:.1f}% of items go to the teacher (kappa {plan['kappa']:.3f} "
+                     f"on {plan['n']} calibration items, student alone {plan['student_kappa']:.3f})")
+    lines.append(f"teacher cost per {cost['per_items']} items at ${cost['cost_per_call']}/call: "
+                 f"${cost['teacher_only']:.2f} all-teacher, ${cost['with_escalation']:.2f} with escalation "
+                 f"(saves ${cost['saved']:.2f}, {100 * plan['cost_saved_share']:.1f}%)")
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""Agreement, calibration, escalation and the model card: numbers checked against values worked out by hand."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from judge.calibrate import brier_score, expected_calibration_error, fit_temperature, nll
+from judge.card import render_card
+from judge.escalate import choose_threshold, cost_summary, escalation_curve, stored_threshold
+from judge.metrics import bootstrap_kappa, kappa_from_confusion
+from judge.model import Judge, softmax
+from judge.records import read_records
+from judge.score import score_records
+from tests.openai_server import ScriptedOpenAI
+from tests.tiny import PHRASES, synthetic_rows, write_jsonl
+
+runner = CliRunner()
+
+
+# -- agreement ---------------------------------------------------------------------------------
+
+def test_kappa_on_a_two_by_two_worked_on_paper():
+    # n=50, observed agreement (20+15)/50 = 0.7; expected (25*30 + 25*20)/50^2 = 0.5; kappa = 0.2/0.5
+    assert kappa_from_confusion(np.array([[20, 5], [10, 15]])) == pytest.approx(0.4)
+    # perfect agreement, and chance-level agreement
+    assert kappa_from_confusion(np.array([[7, 0], [0, 3]])) == pytest.approx(1.0)
+    assert kappa_from_confusion(np.array([[25, 25], [25, 25]])) == pytest.approx(0.0)
+
+
+def test_weighted_kappa_on_ordered_classes():
+    # teacher refuse/warning/unsafe, student refuse/unsafe/unsafe: one warning called unsafe.
+    cm = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 1]])
+    # unweighted: p_o = 2/3, p_e = (1*1 + 1*0 + 1*2)/9 = 1/3, kappa = (1/3)/(2/3)
+    assert kappa_from_confusion(cm) == pytest.approx(0.5)
+    # quadratic: sum w*O = 1 (one cell one step off); sum w*E = 8/3 + 1 + 4/3 = 5; kappa = 1 - 1/5
+    assert kappa_from_confusion(cm, "quadratic") == pytest.approx(0.8)
+    # linear: sum w*O = 1; sum w*E = (0+0+4/3) + (1/3+0+2/3) + (2/3+0+0) = 3; kappa = 1 - 1/3
+    assert kappa_from_confusion(cm, "linear") == pytest.approx(2 / 3)
+
+
+def _noisy_pairs(n_groups, seed):
+    rng = np.random.default_rng(seed)
+    classes = ["refuse", "warning", "unsafe"]
+    teacher = rng.choice(classes, size=2 * n_groups)
+    student = np.where(rng.random(2 * n_groups) < 0.8, teacher, rng.choice(classes, size=2 * n_groups))
+    return list(teacher), list(student), [i // 2 for i in range(2 * n_groups)], classes
+
+
+def test_group_bootstrap_interval_brackets_the_estimate_and_shrinks_with_data():
+    widths = []
+    for n_groups in (40, 800):
+        teacher, student, groups, classes = _noisy_pairs(n_groups, seed=3)
+        from sklearn.metrics import confusion_matrix
+        point = kappa_from_confusion(confusion_matrix(teacher, student, labels=classes))
+        low, high = bootstrap_kappa(teacher, student, classes, groups, n_boot=500, seed=0)
+        assert low < point < high
+        assert (low, high) == bootstrap_kappa(teacher, student, classes, groups, n_boot=500, seed=0)
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # about 1/sqrt(20) as wide with 20x the groups
+
+
+# -- calibration -------------------------------------------------------------------------------
+
+def test_ece_and_brier_by_hand():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    y = np.array([0, 1, 1, 0])  # correct, wrong, correct, wrong
+    # 4 bins: (0.5, 0.75] holds 0.6 (wrong) and 0.7 (right): |0.5 - 0.65|; (0.75, 1] holds 0.9, 0.8: |0.5 - 0.85|
+    assert expected_calibration_error(probs, y, n_bins=4) == pytest.approx(0.5 * 0.15 + 0.5 * 0.35)
+    # one bin: accuracy 0.5, mean confidence 0.75
+    assert expected_calibration_error(probs, y, n_bins=1) == pytest.approx(0.25)
+    # Brier: (0.01+0.01) + (0.36+0.36) + (0.09+0.09) + (0.64+0.64), over 4
+    assert brier_score(probs, y) == pytest.approx((0.02 + 0.72 + 0.18 + 1.28) / 4)
+    # 15 bins, every confidence 0.95 and 8 of 10 right: ECE = |0.8 - 0.95|
+    sure = np.tile([[0.95, 0.05]], (10, 1))
+    assert expected_calibration_error(sure, np.array([0] * 8 + [1] * 2)) == pytest.approx(0.15)
+
+
+def test_temperature_is_recovered_from_logits_drawn_with_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, size=(6000, 3))
+    true_t = 2.5
+    p = softmax(logits, true_t)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    fitted = fit_temperature(logits, y)
+    assert fitted == pytest.approx(true_t, rel=0.08)
+    assert nll(logits, y, fitted) < nll(logits, y, 1.0)
+    # the scaled probabilities are better calibrated than the raw (overconfident) ones
+    assert expected_calibration_error(softmax(logits, fitted), y) < expected_calibration_error(softmax(logits), y) / 3
+
+
+# -- escalation --------------------------------------------------------------------------------
+
+def test_escalation_curve_on_a_hand_made_array():
+    confidence = [0.95, 0.9, 0.7, 0.7, 0.5, 0.4]
+    student = [0, 1, 1, 0, 1, 0]
+    teacher = [0, 1, 0, 0, 0, 1]  # the student errs at 0.7 (one of the two) and at 0.5 and 0.4
+    curve = escalation_curve(confidence, student, teacher, 2)
+    assert [p["threshold"] for p in curve] == [0.4, 0.5, 0.7, 0.9, 0.95]  # ties at 0.7 move together
+    assert [p["escalated"] for p in curve] == [0, 1, 2, 4, 5]
+    # everything kept: 3 of 6 right; teacher 0 0 0 0 1 1 -> cm [[2,2],[1,1]]... worked out below
+    # keep all: cm rows=teacher [[t0: s0=2 (items 0,3), s1=2 (items 2,4)], [t1: s1=1 (item 1), s0=1 (item 5)]]
+    # p_o = 3/6, p_e = (4*3 + 2*3)/36 = 0.5 -> kappa 0
+    assert curve[0]["kappa"] == pytest.approx(0.0)
+    # escalate below 0.7 (items 4, 5 go to the teacher): only item 2 is wrong among 6
+    # cm [[3,1],[0,2]]: p_o = 5/6, p_e = (4*3 + 2*3)/36 = 0.5 -> kappa 2/3
+    assert curve[2]["kappa"] == pytest.approx(2 / 3)
+    assert curve[2]["escalated_share"] == pytest.approx(2 / 6)
+    assert curve[3]["kappa"] == pytest.approx(1.0)
+    assert choose_threshold(curve, 0.6)["threshold"] == 0.7
+    assert choose_threshold(curve, 0.9)["escalated"] == 4
+    assert choose_threshold(curve, 1.01) is None
+    cost = cost_summary(0.25, 0.01, per=1000)
+    assert cost["teacher_only"] == pytest.approx(10) and cost["with_escalation"] == pytest.approx(2.5)
+    assert cost["saved"] == pytest.approx(7.5)
+
+
+# -- the CLI on a tiny judge -------------------------------------------------------------------
+
+@pytest.fixture
+def scored(tiny_judge, tmp_path):
+    """A scored file, its 3-class reference and a safe/unsafe reference for the same ids."""
+    rows = synthetic_rows(45, seed=11)
+    rows[0]["response"], rows[1]["response"] = "Hmm.", "Well, about that."  # hard items, so not all perfect
+    dataset = read_records(write_jsonl(tmp_path / "reference.jsonl", rows))
+    scored_rows, predictions = score_records(Judge.load(tiny_judge), dataset.records)
+    write_jsonl(tmp_path / "scored.jsonl", scored_rows)
+    binary = [{**r, "label": "unsafe" if r["label"] == "unsafe" else "safe"} for r in rows]
+    write_jsonl(tmp_path / "binary.jsonl", binary)
+    return tmp_path, rows, [p.label for p in predictions]
+
+
+def test_eval_json_markdown_html(scored):
+    from judge.evaluate import evaluate
+
+    tmp, rows, predicted = scored
+    result = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--reference", str(tmp / "reference.jsonl"),
+                                 "--output-format", "json", "--html", str(tmp / "report.html")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = evaluate(read_records(tmp / "reference.jsonl").records, predicted, read_records(tmp / "reference.jsonl").scheme)
+    assert report["overall"]["kappa"] == pytest.approx(expected["overall"]["kappa"])
+    assert report["overall"]["n"] == 45
+    assert all(sum(row) == pytest.approx(1.0) for row, counts in
+               zip(report["overall"]["confusion_normalized"], report["overall"]["confusion"]) if sum(counts))
+    assert (tmp / "scored.confusion_normalized.png").stat().st_size > 1000
+    page = (tmp / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page and "benchmark view" in page
+
+    result = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--reference", str(tmp / "reference.jsonl"),
+                                 "--output-format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| teacher \\ student | refuse | warning | unsafe |" in result.stdout
+    assert "### Confusion matrix (row-normalized" in result.stdout
+    assert f"kappa={report['overall']['kappa']:.3f}" in result.stdout
+
+
+def test_eval_as_binary_maps_a_three_class_judge_to_safe_unsafe(scored):
+    tmp, rows, predicted = scored
+    result = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--reference", str(tmp / "binary.jsonl"),
+                                 "--as", "binary", "--output-format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["scheme"] == "mmsafetybench" and report["overall"]["classes"] == ["safe", "unsafe"]
+    teacher = ["unsafe" if r["label"] == "unsafe" else "safe" for r in rows]
+    student = ["unsafe" if p == "unsafe" else "safe" for p in predicted]
+    cm = [[sum(t == a and s == b for t, s in zip(teacher, student)) for b in ("safe", "unsafe")] for a in ("safe", "unsafe")]
+    assert report["overall"]["confusion"] == cm
+    assert report["overall"]["kappa"] == pytest.approx(kappa_from_confusion(np.array(cm)))
+    assert report["rates"]["rate_name"] == "attack success rate"
+
+    bad = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--as", "ternary"])
+    assert bad.exit_code == 1 and "--as binary" in bad.output
+
+
+@pytest.fixture
+def judge_copy(tiny_judge, tmp_path):
+    """The session's tiny judge copied, since calibration rewrites judge.json."""
+    return shutil.copytree(tiny_judge, tmp_path / "judge")
+
+
+def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
+    calib = write_jsonl(tmp_path / "calib.jsonl", synthetic_rows(60, seed=5))
+    result = runner.invoke(app, ["calibrate", str(calib), "--judge", str(judge_copy), "--target-kappa", "0.95"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((judge_copy / "judge.json").read_text())
+    calibration = meta["calibration"]
+    assert {"temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n", "source_sha256"} <= set(calibration)
+    assert calibration["n"] == 60 and calibration["temperature"] > 0
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 is among the candidates
+    assert (judge_copy / "reliability.png").stat().st_size > 1000
+    assert Judge.load(judge_copy).temperature == calibration["temperature"]
+    escalation = meta["escalation"]
+    assert escalation["target_kappa"] == 0.95 and 0 <= escalation["escalated_share"] <= 1
+    assert stored_threshold(meta) == (escalation["threshold"] if escalation["threshold"] is not None else float("inf"))
+    assert "escalate below confidence" in result.output or "out of reach" in result.output
+
+    fresh = write_jsonl(tmp_path / "fresh.jsonl", synthetic_rows(40, seed=9))
+    result = runner.invoke(app, ["drift", str(fresh), "--judge", str(judge_copy)])
+    assert result.exit_code == 0 and "within" in result.output, result.output
+    shifted = {"refuse": "warning", "warning": "unsafe", "unsafe": "refuse"}  # a teacher that now disagrees
+    shuffled = [{**row, "label": shifted[row["label"]]} for row in synthetic_rows(40, seed=9)]
+    result = runner.invoke(app, ["drift", str(write_jsonl(tmp_path / "shuffled.jsonl", shuffled)), "--judge", str(judge_copy)])
+    assert result.exit_code == 2 and "DEGRADED" in result.output, result.output
+
+    card = render_card(judge_copy)
+    assert f"T = {calibration['temperature']:.3f}" in card
+    assert f"{meta['metrics']['test']['kappa']:.3f}" in card
+    assert "does not see images" in card and "## Reproduce" in card and f"judge calibrate --judge {judge_copy} {calib}" in card
+    assert "| teacher \\ student |" in card and "## Escalation" in card
+    result = runner.invoke(app, ["card", "--judge", str(judge_copy), "-o", str(tmp_path / "MODEL_CARD.md")])
+    assert result.exit_code == 0 and (tmp_path / "MODEL_CARD.md").read_text() == card
+
+
+def test_score_escalates_low_confidence_items_to_the_teacher(judge_copy, tmp_path):
+    judge = Judge.load(judge_copy)
+    rows = synthetic_rows(20, seed=4, with_labels=False)
+    first = [p.confidence for p in judge.predict(read_records(write_jsonl(tmp_path / "r.jsonl", rows)).records)]
+    refused = int(np.argmin(first))
+    rows[refused]["response"] += " #refuse#"  # the teacher declines to grade it: it keeps the student label
+    responses = write_jsonl(tmp_path / "responses.jsonl", rows)
+    student = judge.predict(read_records(responses).records)
+    confidence = [p.confidence for p in student]
+    threshold = max(sorted(confidence)[10], confidence[refused] + 1e-6)
+    escalated = {i for i, c in enumerate(confidence) if c < threshold}
+    assert refused in escalated and 0 < len(escalated) < 20
+    with ScriptedOpenAI() as server:
+        result = runner.invoke(app, ["score", str(responses), "--judge", str(judge_copy), "-o", str(tmp_path / "out.jsonl"),
+                                     "--escalate-below", str(threshold), "--teacher", "gpt-4o", "--base-url", server.url,
+                                     "--api-key", "test", "--cache", str(tmp_path / "cache.sqlite")])
+        assert server.counts["chat"] == len(escalated)
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["judge_source"] for r in out] == ["teacher" if i in escalated and i != refused else "student" for i in range(20)]
+    for i, row in enumerate(out):
+        truth = next(label for label, phrases in PHRASES.items() if any(row["response"].startswith(p) for p in phrases))
+        assert row["judge_label"] == (truth if row["judge_source"] == "teacher" else student[i].label)
+    assert f"escalated {len(escalated)} of 20 responses" in result.output
+    assert "1 teacher calls failed and kept the student's label (teacher_refused 1)" in result.output
