@@ -1,0 +1,59 @@
+"""Lexical students: word and character n-gram TF-IDF with a linear model (scikit-learn).
+
+The fitted pipeline is saved with skops, not pickle, and loaded back trusting only the types a
+TF-IDF + logistic-regression pipeline is made of, so opening a shared artifact runs no code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import skops.io as sio
+
+from judge.errors import InputError
+from judge.model import Judge
+from judge.records import Record
+from judge.views import render_text
+
+MODEL_FILE = "model.skops"
+# Probability floor for a class the estimator never saw in training (log of it stands for -inf).
+FLOOR = 1e-9
+
+
+def save_estimator(estimator, path: str | Path) -> None:
+    sio.dump(estimator, path)
+
+
+def load_estimator(path: str | Path):
+    """Load a skops file, refusing any type outside scikit-learn / numpy / scipy (no arbitrary code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("missing estimator file", path=path)
+    untrusted = sio.get_untrusted_types(file=path)
+    foreign = [t for t in untrusted if t.split(".")[0] not in ("sklearn", "numpy", "scipy", "builtins")]
+    if foreign:
+        raise InputError(f"estimator file holds types judge does not load: {foreign}", path=path)
+    return sio.load(path, trusted=untrusted)
+
+
+def aligned_log_proba(estimator, features, classes: Sequence[str]) -> np.ndarray:
+    """log predict_proba with columns in `classes` order (a class unseen in training gets ~zero)."""
+    proba = estimator.predict_proba(features)
+    out = np.full((proba.shape[0], len(classes)), FLOOR)
+    index = {c: i for i, c in enumerate(classes)}
+    for j, c in enumerate(estimator.classes_):
+        out[:, index[str(c)]] = np.maximum(proba[:, j], FLOOR)
+    return np.log(out / out.sum(axis=1, keepdims=True))
+
+
+class LexicalJudge(Judge):
+    batch_size = 1024
+
+    def __init__(self, path, meta):
+        super().__init__(path, meta)
+        self.pipeline = load_estimator(Path(path) / meta.get("model_file", MODEL_FILE))
+
+    def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
+        return aligned_log_proba(self.pipeline, [render_text(r, self.view) for r in records], self.classes_)
