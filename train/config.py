@@ -1,7 +1,8 @@
 """Every training hyperparameter in one block, as nanoGPT does; saved into each artifact.
 
-A run's config comes from these defaults, then a TOML file (``--config``), then CLI overrides
-(``--set lr=1e-4``). The resolved config is written into the artifact so a judge can be rebuilt.
+A run's config comes from these defaults, then a TOML or YAML file (``--config``), then CLI
+overrides (``--set lr=1e-4``). The resolved config is written into the artifact so a judge can be
+rebuilt. examples/train.toml lists every key.
 """
 
 from __future__ import annotations
@@ -35,24 +36,28 @@ class TrainConfig:
     lora_dropout: float = 0.1
     target_modules: str = "all-linear"
     quant: str = "auto"  # auto: 4bit on CUDA, none on CPU; or 4bit / 8bit / none
+    merge: bool = False  # export a merged model instead of the adapter (unquantized backbones only)
     # loss: hard = cross-entropy; soft = KL to teacher probabilities; auto = soft when every row has them
     loss: str = "auto"
-    class_weights: bool = False
+    class_weights: bool = False  # inverse-frequency weights in the hard-label cross-entropy
     # splits and selection
     test_size: float = 0.2
     val_size: float = 0.1
     early_stopping_patience: int = 2
     seed: int = 0
+    # which student (train/portfolio.py): auto = every candidate that fits the budget, best val kappa wins;
+    # or one of lexical, transformer (LoRA on `backbone`), PRESET-lora, ensemble
+    student: str = "auto"
+    budget: str = "10m"  # wall time for the candidates, e.g. 90s, 10m, 1h, or none
+    views: str = "auto"  # views the lexical search tries (auto = all, or a comma list); transformers read its pick
+    folds: int = 3  # grouped folds on train for the ensemble's out-of-fold predictions
 
     @classmethod
     def resolve(cls, path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-        """Defaults, then a TOML file, then explicit overrides; unknown keys are an error."""
+        """Defaults, then a TOML (or .yaml/.yml) file, then explicit overrides; unknown keys are an error."""
         values: dict = {}
         if path is not None:
-            try:
-                values.update(tomllib.loads(Path(path).read_text(encoding="utf-8")))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise InputError(f"cannot read config: {exc}", path=path) from None
+            values.update(_read_file(Path(path)))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -69,6 +74,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _read_file(path: Path) -> dict:
+    import yaml  # a dependency of huggingface_hub, so always installed
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read config: {exc}", path=path) from None
+    if not isinstance(values, dict):
+        raise InputError("a config file holds KEY = VALUE pairs", path=path)
+    return values
 
 
 def _coerce(value, kind: type):

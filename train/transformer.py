@@ -8,7 +8,9 @@ soft-label loss, the kappa metric and the artifact layout.
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +18,18 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset as HFDataset
 from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-from transformers import BitsAndBytesConfig, DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback,
+                          TrainingArguments, set_seed)
 from transformers.trainer_utils import get_last_checkpoint
 
-from judge.backbones import resolve_backbone
-from judge.backends.transformer import count_truncated, encode, load_classifier, load_tokenizer
+from judge.backbones import local_backbone, resolve_backbone
+from judge.backends.transformer import count_truncated, encode, load_classifier, load_tokenizer, quantization_config
 from judge.errors import InputError
 from judge.metrics import kappa_from_confusion
 from judge.records import Record
 from judge.schemes import Scheme
 from judge.splits import Split
 from train.config import TrainConfig
-
-# Heads stay in full precision when the body is quantized (BERT's classifier and pooler, LMs' score).
-HEAD_MODULES = ["classifier", "score", "bert.pooler.dense", "pooler.dense"]
-
 
 def resolve_quant(config: TrainConfig) -> str:
     """`auto` is QLoRA (4-bit) on CUDA and plain LoRA on a CPU, where 4-bit works but runs slowly."""
@@ -39,17 +38,6 @@ def resolve_quant(config: TrainConfig) -> str:
     if config.quant not in ("4bit", "8bit", "none"):
         raise InputError(f"quant must be auto, 4bit, 8bit or none, got {config.quant!r}")
     return config.quant
-
-
-def quantization_config(quant: str) -> BitsAndBytesConfig | None:
-    """qlora's recipe: NF4, double quantization, bf16 compute on CUDA (fp32 on a CPU, where bf16 is slow)."""
-    if quant == "none":
-        return None
-    if quant == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
-    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=HEAD_MODULES)
 
 
 def distillation_loss(class_weights: torch.Tensor | None = None):
@@ -90,6 +78,21 @@ def _to_hf(tokenizer, records: list[Record], scheme: Scheme, config: TrainConfig
     return HFDataset.from_dict(columns)
 
 
+class LossKappaBar(TrainerCallback):
+    """Shows the latest training loss and validation kappa on the Trainer's own progress bar."""
+
+    def __init__(self):
+        self.bar_owner: ProgressCallback | None = None
+        self.shown: dict[str, str] = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, name in (("loss", "loss"), ("eval_kappa", "val_kappa")):
+            if key in (logs or {}):
+                self.shown[name] = f"{float(logs[key]):.3f}"
+        if self.bar_owner is not None and self.bar_owner.training_bar is not None:
+            self.bar_owner.training_bar.set_postfix(self.shown, refresh=False)
+
+
 def _kappa_metric(eval_pred) -> dict:
     logits, labels = eval_pred
     labels = np.asarray(labels)
@@ -103,24 +106,32 @@ def _kappa_metric(eval_pred) -> dict:
 
 
 def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir: Path, *,
-                      resume: bool = False, progress: bool = True) -> dict:
-    """Train on split.train, select on split.val, write adapter/ and tokenizer/ into out_dir.
+                      resume: bool = False, progress: bool = True, callbacks: Sequence[TrainerCallback] = ()) -> dict:
+    """Train on split.train, select on split.val, write adapter/ (or model/ with config.merge) and tokenizer/.
 
     Returns what the artifact records about training: backbone, quantization, loss, truncation,
-    the validation history and throughput.
+    the validation history and throughput. Extra `callbacks` go to the HF Trainer.
     """
-    ref = resolve_backbone(config.backbone)
+    out_dir = Path(out_dir)
     quant = resolve_quant(config)
+    if config.merge and quant != "none":
+        raise InputError(f"merge=true needs an unquantized backbone (quant=none), not quant={quant}: "
+                         "keep the adapter, or train with --quant none")
+    source = resolve_backbone(config.backbone)
+    ref = local_backbone(source)
     soft = config.loss == "soft" or (config.loss == "auto" and all(r.label_probs for r in split.train))
     if config.loss == "soft" and not all(r.label_probs for r in split.train):
         raise InputError("loss=soft needs label_probs on every training row")
 
+    set_seed(config.seed)  # before the head and LoRA are initialised, not only before training
     tokenizer = load_tokenizer(ref)
-    model = load_classifier(ref, len(scheme.classes), quantization_config=quantization_config(quant))
+    model = load_classifier(ref, len(scheme.classes), quantization_config=quantization_config(quant),
+                            pad_token_id=tokenizer.pad_token_id)
     model.config.id2label = dict(enumerate(scheme.classes))
     model.config.label2id = {c: i for i, c in enumerate(scheme.classes)}
     if quant != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=config.target_modules)
     model = get_peft_model(model, lora)
@@ -144,7 +155,9 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,
         optim=optim,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        ddp_find_unused_parameters=False,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy="epoch" if val_ds is not None else "no",
         save_strategy="epoch",
@@ -152,7 +165,8 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         load_best_model_at_end=val_ds is not None,
         metric_for_best_model="kappa",
         greater_is_better=True,
-        logging_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=10,
         report_to=[],
         seed=config.seed,
         data_seed=config.seed,
@@ -161,24 +175,30 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if val_ds is not None else []
+    bar = LossKappaBar()
+    stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if val_ds is not None else []
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_kappa_metric,
-                      compute_loss_func=distillation_loss(weights), callbacks=callbacks)
+                      compute_loss_func=distillation_loss(weights), callbacks=[*stopping, bar, *callbacks])
+    bar.bar_owner = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)), None)
     checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     if resume and checkpoint is None:
         raise InputError(f"--resume: no checkpoint under {args.output_dir}")
+    if not resume:  # a stale run's checkpoints must not mix with this one's
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
 
-    trainer.model.save_pretrained(out_dir / "adapter")
-    tokenizer.save_pretrained(out_dir / "tokenizer")
+    if trainer.is_world_process_zero():
+        export(trainer.model, tokenizer, out_dir, merge=config.merge)
     history = [{"epoch": h["epoch"], "val_kappa": h["eval_kappa"]} for h in trainer.state.log_history if "eval_kappa" in h]
     return {
-        "backbone": {"name": config.backbone, "path": ref.path, "gguf_file": ref.gguf_file},
+        "backbone": {"name": config.backbone, "path": _absolute(ref.path),
+                     "gguf_file": _absolute(Path(source.path) / source.gguf_file) if source.gguf_file else None},
         "max_length": config.max_length,
         "quant": quant,
+        "export": "merged" if config.merge else "adapter",
         "loss": "soft-kl" if soft else "cross-entropy",
         "truncated_train": count_truncated(tokenizer, split.train, config.view, config.max_length),
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -186,3 +206,18 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         "train_seconds": round(seconds, 1),
         "train_examples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
     }
+
+
+def _absolute(path) -> str:
+    """Local paths recorded absolute (the artifact is loaded from anywhere); hub ids as they are."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
+
+
+def export(model, tokenizer, out_dir: Path, *, merge: bool) -> None:
+    """The adapter (a few MB; scoring applies it to the backbone), or the merged model (no backbone needed)."""
+    shutil.rmtree(out_dir / ("adapter" if merge else "model"), ignore_errors=True)  # a stale other export would win
+    if merge:
+        model.merge_and_unload().save_pretrained(out_dir / "model")
+    else:
+        model.save_pretrained(out_dir / "adapter")
+    tokenizer.save_pretrained(out_dir / "tokenizer")

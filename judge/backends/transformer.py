@@ -1,37 +1,76 @@
 """Transformer students: a backbone with a sequence-classification head and a LoRA adapter.
 
 Training (train/transformer.py) and scoring share `load_classifier` and `encode`, so the model
-sees exactly the same input in both.
+sees exactly the same input in both. An artifact holds either the adapter (``adapter/``, applied to
+the backbone at load time) or a merged model (``model/``, no backbone needed).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
-from judge.backbones import BackboneRef, resolve_backbone
+from judge.backbones import BackboneRef, local_backbone, resolve_backbone
+from judge.errors import InputError
 from judge.model import Judge
 from judge.records import Record
 from judge.views import render
 
+# Heads stay in full precision when the body is quantized (BERT's classifier and pooler, LMs' score).
+HEAD_MODULES = ["classifier", "score", "bert.pooler.dense", "pooler.dense"]
+
+
+def quantization_config(quant: str) -> BitsAndBytesConfig | None:
+    """qlora's recipe: NF4, double quantization, bf16 compute on CUDA (fp32 on a CPU, where bf16 is slow)."""
+    if quant == "none":
+        return None
+    if quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_MODULES)
+    if quant != "4bit":
+        raise InputError(f"quant must be 4bit, 8bit or none, got {quant!r}")
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=HEAD_MODULES)
+
+
+def _offline_hint(ref: BackboneRef, exc: Exception) -> InputError:
+    return InputError(f"cannot load backbone {ref.name!r} from {ref.path}: {exc}\n(hub backbones need a network "
+                      "the first time; offline, pass a model folder or a .gguf file)")
+
 
 def load_tokenizer(ref: BackboneRef):
-    tokenizer = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    except OSError as exc:
+        raise _offline_hint(ref, exc) from None
     if tokenizer.pad_token is None:  # decoder LMs: pad with EOS, the classifier reads the last real token
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_classifier(ref: BackboneRef, num_labels: int, *, quantization_config=None, dtype=torch.float32):
-    """The backbone with a fresh `num_labels`-way head (random init: the adapter carries the trained one)."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        ref.path, gguf_file=ref.gguf_file, num_labels=num_labels, dtype=dtype,
-        quantization_config=quantization_config)
-    if model.config.pad_token_id is None:
+def load_classifier(ref: BackboneRef, num_labels: int, *, quantization_config=None, dtype=torch.float32,
+                    pad_token_id: int | None = None):
+    """The backbone with a fresh `num_labels`-way head (random init: the adapter carries the trained one).
+
+    Decoder LMs pool the last non-pad token, so the model must know the pad id the tokenizer uses.
+    """
+    # bitsandbytes places weights at load time: one GPU per process (LOCAL_RANK under `accelerate launch`)
+    cuda_quant = quantization_config is not None and torch.cuda.is_available()
+    device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if cuda_quant else None
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            ref.path, gguf_file=ref.gguf_file, num_labels=num_labels, dtype=dtype,
+            quantization_config=quantization_config, device_map=device_map)
+    except OSError as exc:
+        raise _offline_hint(ref, exc) from None
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    elif model.config.pad_token_id is None:
         model.config.pad_token_id = load_tokenizer(ref).pad_token_id
     return model
 
@@ -54,19 +93,36 @@ def count_truncated(tokenizer, records: Sequence[Record], view: str, max_length:
     return sum(len(ids) > max_length for ids in full["input_ids"])
 
 
+def artifact_backbone(backbone: dict) -> BackboneRef:
+    """The backbone an artifact was trained on: its recorded folder if still there, else resolved again by name."""
+    path = Path(backbone["path"])
+    if path.is_dir() and (path / "config.json").is_file():
+        return BackboneRef(backbone["name"], str(path))
+    return local_backbone(resolve_backbone(backbone["name"]))
+
+
 class TransformerJudge(Judge):
+    """Scores on CUDA when there is one (a QLoRA adapter then loads on a 4-bit base), else in fp32 on the CPU."""
+
     def __init__(self, path, meta):
         from peft import PeftModel
 
         super().__init__(path, meta)
         self.batch_size = 16
-        ref = resolve_backbone(meta["backbone"]["name"])
         self.max_length = int(meta["max_length"])
         self.tokenizer = AutoTokenizer.from_pretrained(Path(path) / "tokenizer")
-        base = load_classifier(ref, len(self.classes_))
-        self.model = PeftModel.from_pretrained(base, Path(path) / "adapter").eval()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if (Path(path) / "model").is_dir():  # merged export
+            model = AutoModelForSequenceClassification.from_pretrained(Path(path) / "model", dtype=torch.float32)
+            self.model = model.to(self.device).eval()
+            return
+        quant = meta.get("training", {}).get("quant", "none") if self.device.type == "cuda" else "none"
+        base = load_classifier(artifact_backbone(meta["backbone"]), len(self.classes_),
+                               quantization_config=quantization_config(quant), pad_token_id=self.tokenizer.pad_token_id)
+        model = PeftModel.from_pretrained(base, Path(path) / "adapter")
+        self.model = (model if quant != "none" else model.to(self.device)).eval()
 
     @torch.inference_mode()
     def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
-        batch = encode(self.tokenizer, records, self.view, self.max_length)
-        return self.model(**batch).logits.float().numpy()
+        batch = encode(self.tokenizer, records, self.view, self.max_length).to(self.device)
+        return self.model(**batch).logits.float().cpu().numpy()
