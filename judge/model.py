@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from judge.errors import InputError
-from judge.records import Record
+from judge.records import Record, record_from_row
 from judge.schemes import Scheme
 
 ARTIFACT_FILE = "judge.json"
@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 BACKENDS = {
     "transformer": "judge.backends.transformer:TransformerJudge",
     "lexical": "judge.backends.lexical:LexicalJudge",
+    "ensemble": "judge.backends.ensemble:EnsembleJudge",
 }
 
 
@@ -83,8 +84,10 @@ class Judge:
     def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
         raise NotImplementedError
 
-    def logits(self, records: Sequence[Record], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    def logits(self, records: Sequence[Record | Mapping], *, batch_size: int | None = None,
+               progress: bool = False) -> np.ndarray:
         """Uncalibrated scores, shape (n, n_classes); sorted by length inside so batches pad little."""
+        records = as_records(records)
         size = batch_size or self.batch_size
         order = sorted(range(len(records)), key=lambda i: len(records[i].response) + len(records[i].question))
         out = np.zeros((len(records), len(self.classes_)))
@@ -101,6 +104,20 @@ class Judge:
     def predict(self, records: Sequence[Record], **kwargs) -> list[Prediction]:
         probs = self.predict_proba(records, **kwargs)
         return [Prediction(self.classes_[int(row.argmax())], dict(zip(self.classes_, map(float, row)))) for row in probs]
+
+
+def as_records(items: Sequence[Record | Mapping]) -> list[Record]:
+    """Records as given; plain dicts (``{"question": ..., "response": ...}``) read like JSONL rows."""
+    records = []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, Record):
+            records.append(item)
+            continue
+        try:
+            records.append(record_from_row(item, source="<predict>", line=number))
+        except ValueError as exc:
+            raise InputError(str(exc), path="<predict>", line=number) from None
+    return records
 
 
 def write_meta(path: str | Path, meta: dict) -> None:

@@ -89,13 +89,16 @@ class Dataset:
     lines_read: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def labelled(self) -> list[Record]:
         return [r for r in self.records if r.label is not None]
 
     def summary(self) -> str:
-        return f"{self.lines_read} lines read, {len(self.records)} used, {len(self.skipped)} skipped"
+        text = f"{self.lines_read} lines read, {len(self.records)} used, {len(self.skipped)} skipped"
+        return "; ".join([text, *self.notes])
 
 
 def _first(row: Mapping, names: Sequence[str]) -> tuple[str | None, object]:
@@ -170,11 +173,11 @@ def rows_from_jsonl(path: str | Path) -> Iterator[tuple[str, int, object | Excep
 
 def build_dataset(rows: Iterable[tuple[str, int, object | Exception]], *, scheme: str | Scheme | None = None,
                   label_field: str | None = None, require_labels: bool = False,
-                  skip_invalid: bool = False) -> Dataset:
+                  skip_invalid: bool = False, prefer_scheme: Scheme | None = None) -> Dataset:
     """Turn (source, line, row) triples into a checked Dataset.
 
-    The scheme is detected from the labels unless named. Errors name source and line; with
-    ``skip_invalid`` they are collected in ``Dataset.skipped`` instead of raised.
+    The scheme is named, or is `prefer_scheme` when every label fits it, or is detected from the
+    labels. Errors name source and line; with ``skip_invalid`` they are collected in ``Dataset.skipped`` instead of raised.
     """
     rows = list(rows)
     skipped: list[Skipped] = []
@@ -204,6 +207,8 @@ def build_dataset(rows: Iterable[tuple[str, int, object | Exception]], *, scheme
     labelled = [(src, line, value) for src, line, _, value in good if value is not None]
     if scheme is not None:
         resolved = load_scheme(scheme)
+    elif prefer_scheme is not None and all(prefer_scheme.try_parse(v) is not None for _, _, v in labelled):
+        resolved = prefer_scheme  # e.g. a judge's own (custom) scheme, when the file's labels fit it
     elif labelled:
         resolved = detect_scheme(labelled)
     else:
@@ -230,16 +235,21 @@ def build_dataset(rows: Iterable[tuple[str, int, object | Exception]], *, scheme
                    sources=sorted({src for src, _, _ in rows}))
 
 
-def read_records(paths: str | Path | Sequence[str | Path], **options) -> Dataset:
-    """Read one or more JSONL files into a Dataset (see `build_dataset` for the options)."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    rows: list = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise InputError("no such file", path=path)
-        rows.extend(rows_from_jsonl(path))
-    return build_dataset(rows, **options)
+def read_records(paths: str | Path | Sequence[str | Path], format: str | None = None,
+                 benchmark_data: str | Path | None = None, model_name: str | None = None, **options) -> Dataset:
+    """Read files, globs or folders of JSONL, CSV, VLSBench outputs or MM-SafetyBench answers into a
+    Dataset (formats in `judge.formats`; see `build_dataset` for the options). A benchmark's own files
+    fix the scheme to that benchmark's unless one is named."""
+    from judge.formats import implied_scheme, read_rows
+
+    rows, formats, unmatched = read_rows(paths, format, benchmark_data=benchmark_data, model_name=model_name)
+    if options.get("scheme") is None:
+        options["scheme"] = implied_scheme(list(formats.values()))
+    dataset = build_dataset(rows, **options)
+    dataset.formats = formats
+    if unmatched is not None:
+        dataset.notes.append(f"{unmatched} found no match in {Path(benchmark_data).name}")
+    return dataset
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping]) -> int:

@@ -28,6 +28,7 @@ def tiny_judge(tiny_bert, tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("tiny-judge")
     labels = write_jsonl(root / "labels.jsonl", synthetic_rows(150))
     config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "epochs": 40, "lr": 1e-3, "max_length": 96,
-                                            "batch_size": 16, "early_stopping_patience": 40})
+                                            "batch_size": 16, "early_stopping_patience": 40,
+                                            "student": "transformer"})
     distill(read_records(labels), root / "judge", config, progress=False)
     return str(root / "judge")

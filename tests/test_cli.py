@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_distill_score_eval_round_trip(tiny_bert, tmp_path):
     labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(120, seed=1))
     result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert,
-                                 "--epochs", "2", "--max-length", "96", "--set", "lr=1e-3"])
+                                 "--epochs", "2", "--max-length", "96", "--set", "lr=1e-3", "--student", "transformer"])
     assert result.exit_code == 0, result.output
     assert "agreement with the teacher on held-out prompt groups (vlsbench)" in result.output
     meta = json.loads((tmp_path / "run" / "judge.json").read_text())

@@ -198,11 +198,12 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     assert stored_threshold(meta) == (escalation["threshold"] if escalation["threshold"] is not None else float("inf"))
     assert "escalate below confidence" in result.output or "out of reach" in result.output
 
-    fresh = write_jsonl(tmp_path / "fresh.jsonl", synthetic_rows(40, seed=9))
+    # rows the judge is known to handle (drawn as its training rows were): their kappa must read "within"
+    fresh = write_jsonl(tmp_path / "fresh.jsonl", synthetic_rows(150)[:40])
     result = runner.invoke(app, ["drift", str(fresh), "--judge", str(judge_copy)])
     assert result.exit_code == 0 and "within" in result.output, result.output
     shifted = {"refuse": "warning", "warning": "unsafe", "unsafe": "refuse"}  # a teacher that now disagrees
-    shuffled = [{**row, "label": shifted[row["label"]]} for row in synthetic_rows(40, seed=9)]
+    shuffled = [{**row, "label": shifted[row["label"]]} for row in synthetic_rows(150)[:40]]
     result = runner.invoke(app, ["drift", str(write_jsonl(tmp_path / "shuffled.jsonl", shuffled)), "--judge", str(judge_copy)])
     assert result.exit_code == 2 and "DEGRADED" in result.output, result.output
 

@@ -42,25 +42,28 @@ def write_vocab_tokenizer(path: Path) -> None:
 
 def make_tiny_bert(path: Path) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with its tokenizer, saved like a hub model."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel, set_seed
 
     write_vocab_tokenizer(path)
     vocab_size = len(AutoTokenizer.from_pretrained(path))
     config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
+                        intermediate_size=64, max_position_embeddings=256,
+                        initializer_range=0.2)  # wider init: inputs stay distinguishable in a random model
+    set_seed(0)  # the same random backbone every run, so what a test trains on it is reproducible
     BertModel(config).save_pretrained(path)
     return path
 
 
 def make_tiny_llama(path: Path) -> Path:
     """A randomly initialised 2-layer Llama (hidden 64) sharing the synthetic tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
     write_vocab_tokenizer(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=tokenizer.pad_token_id)
+    set_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     return path
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
-from judge import __version__
 from judge.errors import InputError
 from judge.evaluate import evaluate
 from judge.model import Judge, write_meta
 from judge.records import Dataset, file_sha256
 from judge.splits import split_by_group
 from train.config import TrainConfig
-from train.transformer import train_transformer
+from train.portfolio import run_portfolio
 
 MIN_LABELLED = 20
+CANDIDATES_DIR = "candidates"
+# What a student writes into its folder; cleared before the winner is copied in.
+ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "combiner.skops", "checkpoints")
 
 
 def data_summary(dataset: Dataset, split) -> dict:
@@ -44,10 +45,13 @@ def data_summary(dataset: Dataset, split) -> dict:
 
 
 def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = None, *,
-            resume: bool = False, progress: bool = True) -> dict:
-    """Split by prompt group, train the student, score the held-out test split, write the artifact.
+            resume: bool = False, progress: bool = True, candidates: list | None = None,
+            keep_candidates: bool = False) -> dict:
+    """Split by prompt group, train the student(s), score the held-out test split, write the artifact.
 
-    Returns the agreement report on the test split (also saved as ``report.json`` in the artifact).
+    ``config.student`` picks the student (auto: a portfolio within ``config.budget``, the best
+    validation kappa wins; see train/portfolio.py). The test split is scored only for the winner.
+    Returns the agreement report on the test split plus the leaderboard (also ``report.json``).
     """
     config = config or TrainConfig()
     out = Path(out_dir)
@@ -56,33 +60,30 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         raise InputError(f"only {len(labelled)} labelled records: distillation needs at least {MIN_LABELLED}")
     if len({r.label for r in labelled}) < 2:
         raise InputError("every record has the same teacher label: nothing to learn")
-    if not resume:  # stale checkpoints from another run must not be resumed by accident
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     split = split_by_group(labelled, test_size=config.test_size, val_size=config.val_size, seed=config.seed)
 
-    training = train_transformer(split, dataset.scheme, config, out, resume=resume, progress=progress)
-    meta = {
-        "kind": "transformer",
-        "judge_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "scheme": dataset.scheme.to_dict(),
-        "view": config.view,
-        "max_length": config.max_length,
-        "backbone": training.pop("backbone"),
-        "config": config.to_dict(),
-        "training": training,
-        "data": data_summary(dataset, split),
-        "teacher": teacher_summary(labelled),
-    }
+    portfolio = run_portfolio(split, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
+                              resume=resume, progress=progress)
+    winner = portfolio.winner
+    for part in ARTIFACT_PARTS:  # the folder holds one judge: drop what an earlier run's student left
+        if (out / part).is_dir():
+            shutil.rmtree(out / part)
+        else:
+            (out / part).unlink(missing_ok=True)
+    shutil.copytree(winner.path, out, dirs_exist_ok=True)
+    meta = {**winner.meta, "data": data_summary(dataset, split), "teacher": teacher_summary(labelled),
+            "leaderboard": portfolio.leaderboard()}
     write_meta(out, meta)
 
     judge = Judge.load(out)
     report = {"split": "test", **evaluate(split.test, [p.label for p in judge.predict(split.test, progress=progress)],
                                           dataset.scheme, seed=config.seed)} if split.test else {}
-    meta["metrics"] = {"test": report.get("overall")}
+    report.update(student=winner.candidate, leaderboard=portfolio.leaderboard())
+    meta["metrics"] = {"test": report.get("overall"), "val": {"kappa": winner.val_kappa, "kappa_ci": winner.val_kappa_ci}}
     write_meta(out, meta)
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if not keep_candidates:
+        shutil.rmtree(out / CANDIDATES_DIR, ignore_errors=True)
     return report
 
 
