@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--per-question", type=int, default=12, help="responses kept per question (seeded sample)")
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--student", default="minilm-lora", help="minilm-lora, lexical, ensemble or auto")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-gptfuzz"))
     args = parser.parse_args()
     by_group = defaultdict(list)
@@ -34,7 +35,7 @@ def main() -> None:
         by_group[row["group"]].append(row)
     rng = random.Random(0)
     rows = [r for group in sorted(by_group) for r in rng.sample(by_group[group], min(args.per_question, len(by_group[group])))]
-    run(rows, args.out, {"epochs": args.epochs, "max_length": args.max_length})
+    run(rows, args.out, {"epochs": args.epochs, "max_length": args.max_length, "student": args.student})
 
 
 if __name__ == "__main__":

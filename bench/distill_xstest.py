@@ -1,6 +1,6 @@
 """Distil a judge from GPT-4's XSTest labels and print agreement and speed on held-out prompt groups.
 
-    .venv/bin/python bench/distill_xstest.py [--epochs 3] [--max-length 128] [--out runs/bench-xstest]
+    .venv/bin/python bench/distill_xstest.py [--epochs 3] [--student minilm-lora] [--out runs/bench-xstest]
 
 Trains through the same library call as `judge distill` (MiniLM LoRA on the CPU by default), then
 prints kappa against GPT-4 on the test groups, training examples/s and scoring responses/s.
@@ -43,7 +43,7 @@ def run(rows: list[dict], out: Path, overrides: dict) -> dict:
         "scheme": dataset.scheme.name, "rows": len(dataset.records), "test_rows": overall["n"],
         "kappa": overall["kappa"], "kappa_ci": overall["kappa_ci"], "accuracy": overall["accuracy"],
         "macro_f1": overall["macro_f1"], "rate_error": abs(report["rates"]["teacher"]["rate"] - report["rates"]["student"]["rate"]),
-        "train_examples_per_s": judge.meta["training"]["train_examples_per_second"],
+        "train_examples_per_s": judge.meta.get("training", {}).get("train_examples_per_second", float("nan")),
         "score_responses_per_s": score_rate, "predicted": predicted, "test": test,
     }
     lo, hi = overall["kappa_ci"]
@@ -61,10 +61,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--student", default="minilm-lora", help="minilm-lora, lexical, ensemble or auto")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-xstest"))
     args = parser.parse_args()
     rows = xstest_gpt4_rows()
-    figures = run(rows, args.out, {"epochs": args.epochs, "max_length": args.max_length, "backbone": args.backbone})
+    figures = run(rows, args.out, {"epochs": args.epochs, "max_length": args.max_length, "backbone": args.backbone,
+                                     "student": args.student})
     human = {r["id"]: r["label_human"] for r in rows}
     pairs = [(human[r.id], p) for r, p in zip(figures["test"], figures["predicted"]) if human[r.id]]
     if pairs:
