@@ -30,6 +30,17 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def judge_and_labels(judge_dir: Path, path: Path, skip_invalid: bool):
+    """A judge and teacher-labelled records in its scheme (what calibration and drift compare)."""
+    from judge.model import Judge
+    from judge.records import read_records
+
+    judge = Judge.load(judge_dir)
+    dataset = read_records(path, scheme=judge.scheme, require_labels=True, skip_invalid=skip_invalid)
+    echo_skipped(dataset)
+    return judge, dataset
+
+
 def echo_skipped(dataset) -> None:
     typer.echo(dataset.summary(), err=True)
     for skipped in dataset.skipped:
@@ -269,13 +280,9 @@ def calibrate(
     from judge.calibrate import calibrate as fit_calibration
     from judge.calibrate import format_calibration
     from judge.escalate import escalation_plan, format_plan
-    from judge.model import Judge
-    from judge.records import read_records
 
     try:
-        judge = Judge.load(judge_dir)
-        dataset = read_records(calib, scheme=judge.scheme, require_labels=True, skip_invalid=skip_invalid)
-        echo_skipped(dataset)
+        judge, dataset = judge_and_labels(judge_dir, calib, skip_invalid)
         logits = judge.logits(dataset.records, progress=True)
         result = fit_calibration(judge, dataset.records, logits=logits, source=calib, png=png or judge_dir / "reliability.png")
         plan = escalation_plan(judge, dataset.records, target_kappa, logits=logits, cost_per_call=cost_per_call, source=calib)
@@ -294,13 +301,9 @@ def drift(
     """Is the judge still within the agreement measured at training time? Kappa with its interval on new labels."""
     from judge.calibrate import drift as check_drift
     from judge.calibrate import format_drift
-    from judge.model import Judge
-    from judge.records import read_records
 
     try:
-        judge = Judge.load(judge_dir)
-        dataset = read_records(labels, scheme=judge.scheme, require_labels=True, skip_invalid=skip_invalid)
-        echo_skipped(dataset)
+        judge, dataset = judge_and_labels(judge_dir, labels, skip_invalid)
         result = check_drift(judge, dataset.records)
     except InputError as exc:
         raise fail(exc) from None

@@ -20,6 +20,7 @@ from judge.errors import InputError
 from judge.metrics import agreement
 from judge.model import Judge, softmax
 from judge.records import Record, file_sha256
+from judge.report import save_figure
 
 N_BINS = 15
 T_BOUNDS = (0.05, 20.0)
@@ -110,12 +111,7 @@ def plot_reliability(before: list[dict], after: list[dict], path: str | Path, *,
     ax.set_ylabel("agreement with the teacher")
     ax.set_title("reliability diagram")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | None = None,
