@@ -231,7 +231,9 @@ def candidates_for(student: str, config: TrainConfig) -> list:
     if student in ("auto", "ensemble"):
         found = [LexicalCandidate(), transformer]
         if torch.cuda.is_available():  # open LMs train in reasonable time only on a GPU
-            found += [TransformerCandidate(f"{p}-lora", p) for p in PRESETS if p not in (config.backbone, "minilm")]
+            # only presets already on disk: hub presets download gigabytes, so they are asked for by name
+            found += [TransformerCandidate(f"{p}-lora", p) for p in PRESETS
+                      if p not in (config.backbone, "minilm") and PRESETS[p].hub is None]
         return found + [EnsembleCandidate()]
     if student == "lexical":
         return [LexicalCandidate()]
