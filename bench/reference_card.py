@@ -67,7 +67,7 @@ def main() -> None:
     print(f"{len(rows)} GPT-4-labelled responses: {len(rest)} for distillation, {len(calib)} held out for calibration")
 
     if args.retrain or not (args.out / "report.json").is_file():
-        config = TrainConfig.resolve(overrides={"student": "transformer", "backbone": "minilm", "max_length": 128, "epochs": 3})
+        config = TrainConfig.resolve(overrides={"student": "transformer", "backbone": "minilm", "max_length": 128, "epochs": 4})
         distill(read_records(train_file, scheme="vlsbench"), args.out, config)
 
     judge = Judge.load(args.out)
