@@ -11,7 +11,6 @@ threshold that reaches kappa 0.9 on the calibration split and writes the model c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.shared_data import xstest_gpt4_rows  # noqa: E402
 from judge.calibrate import calibrate  # noqa: E402
 from judge.card import render_card, reproduce_commands  # noqa: E402
 from judge.escalate import escalation_plan  # noqa: E402
@@ -28,21 +28,12 @@ from judge.splits import split_by_group  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.distill import distill  # noqa: E402
 
-SOURCE = ROOT.parent / "shared" / "data" / "xstest_v2.jsonl"
 TEACHER = "gpt-4 (2023, temperature 0, XSTest compliance prompt)"
 
 
-def teacher_rows(path: Path) -> list[dict]:
-    """Unsafe-prompt rows with a GPT-4 label, renamed to judge's input fields."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row["prompt_type"] != "unsafe" or row.get("label_gpt4") is None:
-            continue
-        rows.append({"id": row["id"], "question": row["prompt"], "response": row["response"],
-                     "category": row["category"], "model": row["response_model"], "group": row["group"],
-                     "label": row["label_gpt4"], "teacher_model": TEACHER, "labeler": "gpt4"})
-    return rows
+def teacher_rows() -> list[dict]:
+    """XSTest's GPT-4-labelled rows, marked with the teacher that labelled them (the card quotes it)."""
+    return [{**row, "teacher_model": TEACHER, "labeler": "gpt4"} for row in xstest_gpt4_rows()]
 
 
 def main() -> None:
@@ -56,7 +47,7 @@ def main() -> None:
 
     data_dir = args.out.parent / "reference-data"
     train_file, calib_file = data_dir / "train.jsonl", data_dir / "calib.jsonl"
-    rows = teacher_rows(SOURCE)
+    rows = teacher_rows()
     write_jsonl(data_dir / "all.jsonl", rows)
     dataset = read_records(data_dir / "all.jsonl", scheme="vlsbench")
     held_out = split_by_group(dataset.records, test_size=0.15, val_size=0, seed=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -21,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from judge.metrics import agreement, kappa_from_confusion
-from judge.model import Judge
-from judge.records import build_dataset
-from judge.splits import split_by_group
-from train.config import TrainConfig
-from judge.views import render_text
-from train.distill import CANDIDATES_DIR, distill
-from train.lexical import fit_lexical
-from train.portfolio import format_leaderboard
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.shared_data import xstest_gpt4_rows  # noqa: E402
+from judge.metrics import agreement, kappa_from_confusion  # noqa: E402
+from judge.model import Judge  # noqa: E402
+from judge.records import build_dataset  # noqa: E402
+from judge.splits import split_by_group  # noqa: E402
+from judge.views import render_text  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.distill import CANDIDATES_DIR, distill  # noqa: E402
+from train.lexical import fit_lexical  # noqa: E402
+from train.portfolio import format_leaderboard  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,10 +42,9 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
 
 
-def xstest(path: Path = DATA / "xstest_v2.jsonl"):
-    rows = [{**r, "question": r["prompt"], "label": r["label_gpt4"]} for r in read_jsonl(path)
-            if r["prompt_type"] == "unsafe" and r.get("label_gpt4")]
-    return build_dataset([(str(path), i, r) for i, r in enumerate(rows, 1)], scheme="vlsbench")
+def xstest():
+    rows = xstest_gpt4_rows()
+    return build_dataset([("xstest_v2.jsonl", i, r) for i, r in enumerate(rows, 1)], scheme="vlsbench")
 
 
 def gptfuzz(path: Path = DATA / "gptfuzz.jsonl", rows_wanted: int = 1500, seed: int = 0):
