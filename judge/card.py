@@ -86,11 +86,14 @@ def student_lines(meta: dict) -> list[str]:
     if kind == "transformer":
         backbone = meta.get("backbone", {})
         preset = PRESETS.get(backbone.get("name", ""))
-        return [f"- LoRA classifier on `{backbone.get('name', '?')}`" + (f": {preset.note}" if preset else "")
+        full = training.get("finetune") == "full"
+        how = ("- Full fine-tune of every weight" if full else
+               f"- LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')} on `{config.get('target_modules')}`")
+        return [f"- {'Fine-tuned' if full else 'LoRA'} classifier on `{backbone.get('name', '?')}`"
+                + (f": {preset.note}" if preset else "")
                 + (f" (file `{backbone['gguf_file']}`)" if backbone.get("gguf_file") else ""),
-                f"- LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')} on `{config.get('target_modules')}`, "
-                f"quantization `{training.get('quant', 'none')}`, loss `{training.get('loss', '?')}`, "
-                f"{config.get('epochs')} epochs at lr {config.get('lr')}, seed {config.get('seed')}.",
+                f"{how}, quantization `{training.get('quant', 'none')}`, loss `{training.get('loss', '?')}`, "
+                f"{config.get('epochs')} epochs at lr {config.get('full_lr' if full else 'lr')}, seed {config.get('seed')}.",
                 f"- Reads view `{meta.get('view')}`, at most {meta.get('max_length')} tokens "
                 f"({training.get('truncated_train', '?')} training responses were truncated)."]
     if kind == "lexical":

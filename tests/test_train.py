@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from judge import Judge
 from judge.backbones import local_backbone, resolve_backbone
@@ -20,7 +21,7 @@ from judge.records import read_records
 from judge.splits import split_by_group
 from tests.tiny import make_tiny_llama, synthetic_rows, write_jsonl
 from train.config import TrainConfig
-from train.transformer import distillation_loss, train_transformer
+from train.transformer import KappaOrLossStopping, distillation_loss, train_transformer
 
 
 def _dataset(tmp_path, n=40, seed=0):
@@ -113,6 +114,8 @@ def test_bert_lora_adapter_and_merged_export_predict_the_same(tiny_bert, tmp_pat
     assert any(t.endswith("query") for t in targets) and not any("classifier" in t for t in targets)
     saved = load_file(tmp_path / "adapter" / "adapter" / "adapter_model.safetensors")
     assert any("classifier" in key for key in saved)  # the head is trained and saved (modules_to_save)
+    pooler = [key for key in saved if "pooler" in key]
+    assert pooler and not any("lora" in key for key in pooler)  # BERT's pooler too, whole (no adapter on it)
 
     records = _dataset(tmp_path, n=24, seed=5).records
     a = Judge.load(tmp_path / "adapter").predict_proba(records)
@@ -121,10 +124,56 @@ def test_bert_lora_adapter_and_merged_export_predict_the_same(tiny_bert, tmp_pat
     assert Judge.load(tmp_path / "merged").meta["training"]["export"] == "merged"
 
 
-def test_merge_is_refused_for_a_quantized_backbone(tiny_bert, tmp_path):
+def test_full_fine_tune_moves_every_weight_at_its_own_lr_and_exports_the_whole_model(tiny_bert, tmp_path):
+    dataset = _dataset(tmp_path)
+    seen = _LearningRates()
+    training = _train_artifact(dataset, _tiny_config(tiny_bert, finetune="full", full_lr=2e-3), tmp_path / "full",
+                               callbacks=[seen])
+    assert training["finetune"] == training["export"] == "full"
+    assert (tmp_path / "full" / "model").is_dir() and not (tmp_path / "full" / "adapter").exists()
+    assert seen.trainable == seen.total and seen.max_lr == pytest.approx(2e-3, rel=0.05)
+
+    before = load_file(local_backbone(resolve_backbone(tiny_bert)).path + "/model.safetensors")
+    after = load_file(tmp_path / "full" / "model" / "model.safetensors")
+    key = next(k for k in before if k.endswith("attention.self.query.weight"))
+    moved = next(after[k] for k in after if k.endswith(key))
+    assert moved.shape == before[key].shape and not torch.equal(before[key], moved)  # the body moved, not only the head
+    judge = Judge.load(tmp_path / "full")
+    assert judge.predict_proba(dataset.records[:4]).shape == (4, 3)
+
+
+def test_early_stopping_waits_while_the_loss_falls_at_kappa_zero():
+    """A student stuck on the majority class (kappa 0) but still learning must not be stopped."""
+    stopping = KappaOrLossStopping(patience=2)
+    args = SimpleNamespace(metric_for_best_model="kappa", greater_is_better=True)
+    state, stopped_after = TrainerState(best_metric=0.0), None
+    for epoch, (kappa, loss) in enumerate([(0.0, 0.9), (0.0, 0.8), (0.0, 0.7), (0.0, 0.75), (0.0, 0.76)], 1):
+        control = TrainerControl()
+        stopping.on_evaluate(args, state, control, {"eval_kappa": kappa, "eval_loss": loss})
+        if control.should_training_stop:
+            stopped_after = epoch
+            break
+    assert stopped_after == 5  # epochs 1-3 improved the loss; 4 and 5 improved nothing
+
+
+class _LearningRates(TrainerCallback):
+    """Records how many parameters train and the peak learning rate the scheduler was given."""
+
+    def on_train_begin(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.total = sum(p.numel() for p in model.parameters())
+        self.max_lr = max(lr_scheduler.base_lrs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"merge": True, "quant": "4bit"}, "merge=true needs an unquantized backbone"),
+    ({"finetune": "full", "quant": "4bit"}, "finetune=full trains every weight"),
+    ({"finetune": "half"}, "finetune must be lora or full"),
+])
+def test_training_modes_a_quantized_backbone_cannot_take_are_refused(tiny_bert, tmp_path, overrides, message):
     split = _split(_dataset(tmp_path))
-    with pytest.raises(InputError, match="merge=true needs an unquantized backbone"):
-        train_transformer(split, _dataset(tmp_path).scheme, _tiny_config(tiny_bert, merge=True, quant="4bit"),
+    with pytest.raises(InputError, match=message):
+        train_transformer(split, _dataset(tmp_path).scheme, _tiny_config(tiny_bert, **overrides),
                           tmp_path / "run", progress=False)
 
 

@@ -30,6 +30,9 @@ class TrainConfig:
     optim: str = "auto"  # auto: paged_adamw_8bit when quantized on CUDA, else adamw_torch
     group_by_length: bool = True
     gradient_checkpointing: bool = False
+    # what moves: lora = an adapter (QLoRA when quantized); full = every weight, at full_lr, exported as model/
+    finetune: str = "lora"
+    full_lr: float = 5e-5  # LoRA's lr would wreck the pretrained weights of a full fine-tune
     # LoRA / QLoRA
     lora_r: int = 16
     lora_alpha: int = 32
@@ -43,10 +46,10 @@ class TrainConfig:
     # splits and selection
     test_size: float = 0.2
     val_size: float = 0.1
-    early_stopping_patience: int = 2
+    early_stopping_patience: int = 2  # evaluations with neither a better val kappa nor a lower val loss
     seed: int = 0
     # which student (train/portfolio.py): auto = every candidate that fits the budget, best val kappa wins;
-    # or one of lexical, transformer (LoRA on `backbone`), PRESET-lora, ensemble
+    # or one of lexical, transformer (`finetune` on `backbone`), PRESET-lora, PRESET-full, ensemble
     student: str = "auto"
     budget: str = "10m"  # wall time for the candidates, e.g. 90s, 10m, 1h, or none
     views: str = "auto"  # views the lexical search tries (auto = all, or a comma list); transformers read its pick

@@ -31,6 +31,17 @@ from judge.schemes import Scheme
 from judge.splits import Split
 from train.config import TrainConfig
 
+# Trained in full next to the adapter: the new head, and BERT's pooler. Sentence-embedding checkpoints
+# (all-MiniLM) mean-pool and never trained theirs: its small weights (std 0.009) shrink the features
+# the head sees to std ~0.04, and MiniLM LoRA stayed at the majority class for 4 epochs on XSTest.
+TRAINED_WHOLE = ["classifier", "score", "pooler"]
+
+
+def lora_config(config: TrainConfig) -> LoraConfig:
+    return LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=config.target_modules, modules_to_save=TRAINED_WHOLE)
+
+
 def resolve_quant(config: TrainConfig) -> str:
     """`auto` is QLoRA (4-bit) on CUDA and plain LoRA on a CPU, where 4-bit works but runs slowly."""
     if config.quant == "auto":
@@ -38,6 +49,19 @@ def resolve_quant(config: TrainConfig) -> str:
     if config.quant not in ("4bit", "8bit", "none"):
         raise InputError(f"quant must be auto, 4bit, 8bit or none, got {config.quant!r}")
     return config.quant
+
+
+def resolve_finetune(config: TrainConfig, quant: str) -> str:
+    """lora or full, refusing what a quantized backbone cannot train (every weight) or export (a merge)."""
+    if config.finetune not in ("lora", "full"):
+        raise InputError(f"finetune must be lora or full, got {config.finetune!r}")
+    if config.finetune == "full" and quant != "none":
+        raise InputError(f"finetune=full trains every weight, which a quantized backbone cannot (quant={quant}): "
+                         "use --quant none, or finetune=lora for QLoRA")
+    if config.merge and quant != "none":
+        raise InputError(f"merge=true needs an unquantized backbone (quant=none), not quant={quant}: "
+                         "keep the adapter, or train with --quant none")
+    return config.finetune
 
 
 def distillation_loss(class_weights: torch.Tensor | None = None):
@@ -93,6 +117,28 @@ class LossKappaBar(TrainerCallback):
             self.bar_owner.training_bar.set_postfix(self.shown, refresh=False)
 
 
+class KappaOrLossStopping(EarlyStoppingCallback):
+    """Stops after `patience` evaluations in which neither validation kappa nor validation loss improved.
+
+    On kappa alone, a student that still predicts the majority class (kappa 0 for the first epochs,
+    as MiniLM LoRA does on XSTest) is stopped before it starts to learn; its falling loss shows it is.
+    """
+
+    def __init__(self, patience: int):
+        super().__init__(early_stopping_patience=patience)
+        self.best_loss = self.latest_loss = float("inf")
+
+    def check_metric_value(self, args, state, control, metric_value):
+        super().check_metric_value(args, state, control, metric_value)
+        if self.latest_loss < self.best_loss:
+            self.best_loss = self.latest_loss
+            self.early_stopping_patience_counter = 0
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        self.latest_loss = metrics.get("eval_loss", float("inf"))
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
 def _kappa_metric(eval_pred) -> dict:
     logits, labels = eval_pred
     labels = np.asarray(labels)
@@ -107,16 +153,14 @@ def _kappa_metric(eval_pred) -> dict:
 
 def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir: Path, *,
                       resume: bool = False, progress: bool = True, callbacks: Sequence[TrainerCallback] = ()) -> dict:
-    """Train on split.train, select on split.val, write adapter/ (or model/ with config.merge) and tokenizer/.
+    """Train on split.train, select on split.val, write adapter/ (model/ for finetune=full or merge) and tokenizer/.
 
     Returns what the artifact records about training: backbone, quantization, loss, truncation,
     the validation history and throughput. Extra `callbacks` go to the HF Trainer.
     """
     out_dir = Path(out_dir)
     quant = resolve_quant(config)
-    if config.merge and quant != "none":
-        raise InputError(f"merge=true needs an unquantized backbone (quant=none), not quant={quant}: "
-                         "keep the adapter, or train with --quant none")
+    finetune = resolve_finetune(config, quant)
     source = resolve_backbone(config.backbone)
     ref = local_backbone(source)
     soft = config.loss == "soft" or (config.loss == "auto" and all(r.label_probs for r in split.train))
@@ -132,9 +176,8 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
     if quant != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=config.target_modules)
-    model = get_peft_model(model, lora)
+    if finetune == "lora":
+        model = get_peft_model(model, lora_config(config))
 
     train_ds = _to_hf(tokenizer, split.train, scheme, config, soft)
     val_ds = _to_hf(tokenizer, split.val, scheme, config, soft) if split.val else None
@@ -151,7 +194,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
+        learning_rate=config.full_lr if finetune == "full" else config.lr,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,
         optim=optim,
@@ -176,7 +219,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         dataloader_num_workers=0,
     )
     bar = LossKappaBar()
-    stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if val_ds is not None else []
+    stopping = [KappaOrLossStopping(config.early_stopping_patience)] if val_ds is not None else []
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_kappa_metric,
                       compute_loss_func=distillation_loss(weights), callbacks=[*stopping, bar, *callbacks])
@@ -191,18 +234,20 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
     seconds = time.perf_counter() - started
 
     if trainer.is_world_process_zero():
-        export(trainer.model, tokenizer, out_dir, merge=config.merge)
+        export(trainer.model, tokenizer, out_dir, whole=finetune == "full" or config.merge)
     history = [{"epoch": h["epoch"], "val_kappa": h["eval_kappa"]} for h in trainer.state.log_history if "eval_kappa" in h]
     return {
         "backbone": {"name": config.backbone, "path": _absolute(ref.path),
                      "gguf_file": _absolute(Path(source.path) / source.gguf_file) if source.gguf_file else None},
         "max_length": config.max_length,
         "quant": quant,
-        "export": "merged" if config.merge else "adapter",
+        "finetune": finetune,
+        "export": "full" if finetune == "full" else "merged" if config.merge else "adapter",
         "loss": "soft-kl" if soft else "cross-entropy",
         "truncated_train": count_truncated(tokenizer, split.train, config.view, config.max_length),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "val_history": history,
+        "epochs_run": round(trainer.state.epoch or 0.0, 2),
         "train_seconds": round(seconds, 1),
         "train_examples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
     }
@@ -213,11 +258,12 @@ def _absolute(path) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
-def export(model, tokenizer, out_dir: Path, *, merge: bool) -> None:
-    """The adapter (a few MB; scoring applies it to the backbone), or the merged model (no backbone needed)."""
-    shutil.rmtree(out_dir / ("adapter" if merge else "model"), ignore_errors=True)  # a stale other export would win
-    if merge:
-        model.merge_and_unload().save_pretrained(out_dir / "model")
+def export(model, tokenizer, out_dir: Path, *, whole: bool) -> None:
+    """The adapter (a few MB; scoring applies it to the backbone), or the whole model (merged adapter or a
+    full fine-tune; no backbone needed)."""
+    shutil.rmtree(out_dir / ("adapter" if whole else "model"), ignore_errors=True)  # a stale other export would win
+    if whole:
+        (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).save_pretrained(out_dir / "model")
     else:
         model.save_pretrained(out_dir / "adapter")
     tokenizer.save_pretrained(out_dir / "tokenizer")
