@@ -68,7 +68,7 @@ def distill(
     epochs: Annotated[Optional[float], typer.Option(help="Training epochs (early stopping may end sooner).")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Tokens the student reads per response.")] = None,
     view: Annotated[Optional[str], typer.Option(help="Input view: response, question, image, full (default: searched).")] = None,
-    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio), lexical, transformer, PRESET-lora or ensemble.")] = None,
+    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio), lexical, transformer, PRESET-lora, PRESET-full or ensemble.")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto, e.g. 90s, 10m, 1h, none.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for splits and training.")] = None,
     scheme: Scheme = None,

@@ -94,6 +94,27 @@ def test_budget_skips_what_does_not_fit_and_says_so(tiny_bert, tmp_path):
         parse_budget("ten minutes")
 
 
+class _Underestimated(LexicalCandidate):
+    """A student whose cost estimate is 1 ms, far below what training it really takes."""
+
+    def estimate(self, split, scheme, config):
+        return 0.001
+
+
+def test_a_wrong_estimate_is_corrected_by_the_speed_measured_on_the_last_candidate_of_its_kind(tmp_path):
+    dataset = _dataset(tmp_path, n=60)
+    split = split_by_group(dataset.labelled, seed=0)
+    config = TrainConfig.resolve(overrides={"budget": "1h"})
+    one = {"views": ("question",), "Cs": (10.0,), "class_weights": (None,)}
+    portfolio = run_portfolio(split, dataset.scheme, config, tmp_path / "c",
+                              candidates=[_Underestimated("first", **one), _Underestimated("second", **one)])
+    first, second = portfolio.leaderboard()
+    assert first["estimate_seconds"] == 0.0 and first["train_seconds"] > 0.01
+    # the second estimate is the first's scaled by measured / estimated: the first's real time
+    assert second["estimate_seconds"] == pytest.approx(first["train_seconds"], abs=0.05)
+    assert second["note"].startswith("estimate x") and "lexical" in second["note"]
+
+
 def test_ensemble_is_fit_out_of_fold_and_never_on_rows_it_is_scored_on(tmp_path):
     dataset = _dataset(tmp_path, n=120)
     split = split_by_group(dataset.labelled, seed=0)
@@ -138,8 +159,8 @@ def test_cli_student_lexical_then_score(tmp_path):
     truth = synthetic_rows(12, seed=4, scheme="mmsafetybench")
     assert [r["judge_label"] for r in rows] == [t["label"] for t in truth]
 
-    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "x"), "--student", "minilm-full"])
-    assert result.exit_code == 1 and "unknown student 'minilm-full'" in result.output
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "x"), "--student", "minilm-half"])
+    assert result.exit_code == 1 and "unknown student 'minilm-half'" in result.output and "minilm-full" in result.output
 
 
 @pytest.mark.slow
@@ -149,9 +170,13 @@ def test_auto_portfolio_with_a_transformer_stacks_it_and_scores_through_the_arti
                                             "folds": 2, "lr": 1e-3})
     report = distill(dataset, tmp_path / "run", config, progress=False, keep_candidates=True)
     board = {row["candidate"]: row for row in report["leaderboard"]}
-    assert [board[n]["status"] for n in ("lexical", "transformer", "ensemble")] == ["trained"] * 3
-    assert board["transformer"]["view"] == board["lexical"]["view"]  # the transformer reads the view lexical chose
+    names = ("lexical", "transformer-lora", "transformer-full", "ensemble")
+    assert [board[n]["status"] for n in names] == ["trained"] * 4  # on a CPU: LoRA and a full fine-tune
+    # the transformers read the view lexical chose
+    assert board["transformer-lora"]["view"] == board["transformer-full"]["view"] == board["lexical"]["view"]
+    full = Judge.load(tmp_path / "run" / "candidates" / "transformer-full")
+    assert full.meta["training"]["finetune"] == "full" and full.meta["config"]["quant"] == "none"
     ensemble = Judge.load(tmp_path / "run" / "candidates" / "ensemble")
-    assert {m["kind"] for m in ensemble.meta["members"]} == {"lexical", "transformer"}
+    assert [m["name"] for m in ensemble.meta["members"]] == ["lexical", "transformer-lora", "transformer-full"]
     assert ensemble.predict_proba(dataset.labelled[:5]).shape == (5, 3)
     assert report["student"] == max(board.values(), key=lambda r: (r["val_kappa"], r["items_per_second"]))["candidate"]

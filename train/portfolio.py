@@ -1,10 +1,11 @@
 """Which student to ship: train candidates within a time budget and keep the best validation kappa.
 
 Candidates run cheapest first: the lexical student (TF-IDF, every view searched, seconds), the
-embedded transformer with LoRA (reading the view the lexical search picked; epochs by early
-stopping), open LMs when CUDA is there, and a stacked ensemble of whatever was trained. Before a
-candidate starts, its cost is estimated (a transformer from a measured training step); what does
-not fit the budget is skipped or has its epochs capped, and the leaderboard says so. Every
+embedded transformer with LoRA and as a full fine-tune (reading the view the lexical search
+picked; epochs by early stopping), open LMs when CUDA is there, and a stacked ensemble of whatever
+was trained. Before a candidate starts, its cost is estimated (a transformer from a few measured
+training steps, corrected by how far off that estimate was for the previous transformer); what
+does not fit the budget is skipped or has its epochs capped, and the leaderboard says so. Every
 candidate writes a complete artifact, so whichever wins is scored the same way.
 """
 
@@ -117,18 +118,21 @@ class LexicalCandidate:
 
 
 class TransformerCandidate:
-    """LoRA on a transformer backbone (None: the config's), via train/transformer.py."""
+    """LoRA or a full fine-tune of a transformer backbone (None: the config's), via train/transformer.py."""
 
     kind = "transformer"
 
-    def __init__(self, name: str, backbone: str | None = None):
-        self.name, self.backbone = name, backbone
+    def __init__(self, name: str, backbone: str | None = None, finetune: str | None = None):
+        self.name, self.backbone, self.finetune = name, backbone, finetune
 
     def configure(self, config: TrainConfig, entries: list[Entry]) -> TrainConfig:
-        """Read the view the lexical search chose, when one ran."""
+        """Read the view the lexical search chose (when one ran); a full fine-tune trains unquantized."""
         lexical = [e for e in entries if e.kind == "lexical" and e.status == "trained"]
         view = max(lexical, key=lambda e: e.score).view if lexical else config.view
-        return replace(config, backbone=self.backbone or config.backbone, view=view)
+        finetune = self.finetune or config.finetune
+        # a full fine-tune moves full-precision weights: 4-bit only if asked for (and then refused)
+        quant = "none" if finetune == "full" and config.quant == "auto" else config.quant
+        return replace(config, backbone=self.backbone or config.backbone, view=view, finetune=finetune, quant=quant)
 
     def estimate(self, split: Split, scheme: Scheme, config: TrainConfig) -> float:
         rate = probe_train_speed(config, split.train[:config.batch_size], len(scheme.classes))
@@ -193,19 +197,21 @@ class EnsembleCandidate:
 
 
 def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int = 2) -> float:
-    """Training examples per second for this backbone here: a few real LoRA steps on one batch."""
+    """Training examples per second for this backbone here: a few real steps (LoRA or full) on one batch."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
 
     from judge.backbones import local_backbone, resolve_backbone
     from judge.backends.transformer import encode, load_classifier, load_tokenizer
+    from train.transformer import lora_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = local_backbone(resolve_backbone(config.backbone))
     tokenizer = load_tokenizer(ref)
     model = load_classifier(ref, num_labels, pad_token_id=tokenizer.pad_token_id)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
-                                             target_modules=config.target_modules)).to(device).train()
+    if config.finetune == "lora":
+        model = get_peft_model(model, lora_config(config))
+    model = model.to(device).train()
     batch = encode(tokenizer, records, config.view, config.max_length).to(device)
     labels = torch.zeros(len(records), dtype=torch.long, device=device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -219,29 +225,37 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
     return steps * len(records) / elapsed
 
 
-def transformer_name(backbone: str) -> str:
-    return f"{backbone}-lora" if backbone in PRESETS else "transformer"
+FINETUNES = ("lora", "full")
 
 
 def candidates_for(student: str, config: TrainConfig) -> list:
-    """The candidates `student` names: auto = all that apply here; ensemble = its members, then it."""
+    """The candidates `student` names: auto = all that apply here; ensemble = its members, then it.
+
+    Auto trains the configured backbone as LoRA and, where it runs unquantized anyway (the CPU
+    default), as a full fine-tune too: small encoders often gain from moving every weight, and
+    validation decides. Under 4-bit QLoRA a full fine-tune is asked for by name (`minilm-full`).
+    """
     import torch
 
-    transformer = TransformerCandidate(transformer_name(config.backbone))
+    from train.transformer import resolve_quant
+
+    label = config.backbone if config.backbone in PRESETS else "transformer"
     if student in ("auto", "ensemble"):
-        found = [LexicalCandidate(), transformer]
+        finetunes = FINETUNES if resolve_quant(config) == "none" else ("lora",)
+        found = [LexicalCandidate(), *(TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes)]
         if torch.cuda.is_available():  # open LMs train in reasonable time only on a GPU
             # only presets already on disk: hub presets download gigabytes, so they are asked for by name
-            found += [TransformerCandidate(f"{p}-lora", p) for p in PRESETS
+            found += [TransformerCandidate(f"{p}-lora", p, "lora") for p in PRESETS
                       if p not in (config.backbone, "minilm") and PRESETS[p].hub is None]
         return found + [EnsembleCandidate()]
     if student == "lexical":
         return [LexicalCandidate()]
-    if student in ("transformer", transformer.name):
-        return [transformer]
-    if student.endswith("-lora") and student[:-5] in PRESETS:
-        return [TransformerCandidate(student, student[:-5])]
-    names = ["auto", "lexical", "transformer", "ensemble", *(f"{p}-lora" for p in PRESETS)]
+    if student == "transformer":  # named like auto names it on a preset (minilm-lora), else "transformer"
+        return [TransformerCandidate(f"{label}-{config.finetune}" if label in PRESETS else "transformer")]
+    preset, _, finetune = student.rpartition("-")
+    if preset in (label, *PRESETS) and finetune in FINETUNES:
+        return [TransformerCandidate(student, config.backbone if preset == label else preset, finetune)]
+    names = ["auto", "lexical", "transformer", "ensemble", *(f"{p}-{f}" for p in PRESETS for f in FINETUNES)]
     raise InputError(f"unknown student {student!r}: choose one of {', '.join(names)}")
 
 
@@ -293,6 +307,7 @@ def run_portfolio(split: Split, scheme: Scheme, config: TrainConfig, out_dir: st
     budget = parse_budget(config.budget) if student == "auto" else math.inf
     started = time.perf_counter()
     entries: list[Entry] = []
+    speed = {}  # kind -> real / raw estimated time per epoch, from the last candidate of that kind trained
     for candidate in candidates:
         entry = Entry(candidate.name, candidate.kind, "skipped", source=candidate)
         entries.append(entry)
@@ -303,14 +318,19 @@ def run_portfolio(split: Split, scheme: Scheme, config: TrainConfig, out_dir: st
         except InputError as exc:
             entry.note = str(exc)
             continue
+        if estimate is not None and candidate.kind in speed:
+            estimate *= speed[candidate.kind]
+            entry.note = f"estimate x{speed[candidate.kind]:.2f}, the speed measured on the last {candidate.kind}"
         entry.estimate_seconds = None if estimate is None else round(estimate, 1)
         if estimate is not None and estimate > remaining:
             epochs = math.floor(cfg.epochs * remaining / estimate) if candidate.kind == "transformer" else 0
             if epochs < 1:
-                entry.note = f"estimated {estimate:.0f}s, {max(remaining, 0):.0f}s of the budget left"
+                entry.note = join_notes(entry.note, f"estimated {estimate:.0f}s, {max(remaining, 0):.0f}s of the budget left")
                 log.warning("skipping %s: %s", candidate.name, entry.note)
                 continue
-            entry.note = f"epochs capped {cfg.epochs:g} -> {epochs} to fit the budget (estimated {estimate:.0f}s)"
+            entry.note = join_notes(entry.note, f"epochs capped {cfg.epochs:g} -> {epochs} to fit the budget "
+                                                f"(estimated {estimate:.0f}s)")
+            estimate *= epochs / cfg.epochs
             cfg = replace(cfg, epochs=float(epochs))
         path = Path(out_dir) / candidate.name
         if not resume:
@@ -320,6 +340,9 @@ def run_portfolio(split: Split, scheme: Scheme, config: TrainConfig, out_dir: st
                                      progress=progress)
         entry.train_seconds = round(time.perf_counter() - t0, 1)
         entry.status, entry.view, entry.path, entry.config = "trained", entry.meta["view"], str(path), cfg
+        if estimate:  # early stopping may have run fewer epochs than estimated for
+            ran = (entry.meta["training"].get("epochs_run") or cfg.epochs) / cfg.epochs
+            speed[candidate.kind] = speed.get(candidate.kind, 1.0) * entry.train_seconds / (estimate * ran)
         if split.val:
             validate(entry, split, scheme, config.seed)
         log.info("%s: val kappa %s in %ss", candidate.name, entry.val_kappa, entry.train_seconds)
@@ -329,6 +352,10 @@ def run_portfolio(split: Split, scheme: Scheme, config: TrainConfig, out_dir: st
     named = [e for e in trained if e.candidate == student]
     winner = named[0] if named else max(trained, key=lambda e: (e.score, e.items_per_second or 0.0))
     return Portfolio(entries, winner)
+
+
+def join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
 
 
 def format_leaderboard(rows: list[dict]) -> str:
