@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,11 +28,7 @@ def main() -> None:
     parser.add_argument("--student", default="minilm-lora", help="minilm-lora, lexical, ensemble or auto")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-gptfuzz"))
     args = parser.parse_args()
-    by_group = defaultdict(list)
-    for row in gptfuzz_rows(max_groups=args.questions):
-        by_group[row["group"]].append(row)
-    rng = random.Random(0)
-    rows = [r for group in sorted(by_group) for r in rng.sample(by_group[group], min(args.per_question, len(by_group[group])))]
+    rows = gptfuzz_rows(max_groups=args.questions, per_group=args.per_question)
     run(rows, args.out, {"epochs": args.epochs, "max_length": args.max_length, "student": args.student})
 
 

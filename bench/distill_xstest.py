@@ -1,6 +1,6 @@
 """Distil a judge from GPT-4's XSTest labels and print agreement and speed on held-out prompt groups.
 
-    .venv/bin/python bench/distill_xstest.py [--epochs 3] [--student minilm-lora] [--out runs/bench-xstest]
+    .venv/bin/python bench/distill_xstest.py [--epochs 3] [--student minilm-lora] [--set lr=2e-3] [--out runs/bench-xstest]
 
 Trains through the same library call as `judge distill` (MiniLM LoRA on the CPU by default), then
 prints kappa against GPT-4 on the test groups, training examples/s and scoring responses/s.
@@ -23,7 +23,7 @@ from judge.metrics import agreement  # noqa: E402
 from judge.model import Judge  # noqa: E402
 from judge.records import read_records  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
+from train.config import TrainConfig, parse_overrides  # noqa: E402
 from train.distill import distill  # noqa: E402
 
 
@@ -62,11 +62,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--student", default="minilm-lora", help="minilm-lora, lexical, ensemble or auto")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-xstest"))
     args = parser.parse_args()
     rows = xstest_gpt4_rows()
     figures = run(rows, args.out, {"epochs": args.epochs, "max_length": args.max_length, "backbone": args.backbone,
-                                     "student": args.student})
+                                     "student": args.student, **parse_overrides(args.set)})
     human = {r["id"]: r["label_human"] for r in rows}
     pairs = [(human[r.id], p) for r, p in zip(figures["test"], figures["predicted"]) if human[r.id]]
     if pairs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import defaultdict
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -27,14 +28,21 @@ def xstest_gpt4_rows() -> list[dict]:
             for r in _read("xstest_v2.jsonl") if r["prompt_type"] == "unsafe" and r["label_gpt4"]]
 
 
-def gptfuzz_rows(max_groups: int | None = None, seed: int = 0) -> list[dict]:
-    """GPTFuzz jailbreak responses with the human binary label; optionally a seeded sample of questions."""
+def gptfuzz_rows(max_groups: int | None = None, per_group: int | None = None, seed: int = 0) -> list[dict]:
+    """GPTFuzz jailbreak responses with the human binary label; optionally a seeded sample of questions
+    (prompt groups) and of responses per question, so every question weighs about the same."""
     rows = [{"id": r["id"], "question": r["prompt"], "response": r["response"], "model": r["response_model"],
              "group": r["group"], "label": "unsafe" if r["unsafe_binary"] else "safe"} for r in _read("gptfuzz.jsonl")]
     if max_groups is not None:
         groups = sorted({r["group"] for r in rows})
         keep = set(random.Random(seed).sample(groups, min(max_groups, len(groups))))
         rows = [r for r in rows if r["group"] in keep]
+    if per_group is not None:
+        by_group = defaultdict(list)
+        for row in rows:
+            by_group[row["group"]].append(row)
+        rng = random.Random(seed)
+        rows = [r for g in sorted(by_group) for r in rng.sample(by_group[g], min(per_group, len(by_group[g])))]
     return rows
 
 

@@ -7,24 +7,26 @@ candidate only to show how the choice held up. Reads ../shared/data; run with ni
 
     nice -n 10 .venv/bin/python bench/students.py [--budget 40m] [--only xstest|gptfuzz] [--set epochs=2]
     nice -n 10 .venv/bin/python bench/students.py --noise 5    # how much a 0.05 kappa gap is worth here
+    nice -n 10 .venv/bin/python bench/students.py --paired 1 2 3   # TF-IDF vs MiniLM LoRA on more splits
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.shared_data import xstest_gpt4_rows  # noqa: E402
+from bench.shared_data import gptfuzz_rows, xstest_gpt4_rows  # noqa: E402
 from judge.metrics import agreement, kappa_from_confusion  # noqa: E402
 from judge.model import Judge  # noqa: E402
 from judge.records import build_dataset  # noqa: E402
@@ -32,14 +34,13 @@ from judge.splits import split_by_group  # noqa: E402
 from judge.views import render_text  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.distill import CANDIDATES_DIR, distill  # noqa: E402
-from train.lexical import fit_lexical  # noqa: E402
-from train.portfolio import format_leaderboard  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+from train.lexical import make_classifier, make_features  # noqa: E402
+from train.portfolio import (  # noqa: E402
+    LexicalCandidate,
+    TransformerCandidate,
+    format_leaderboard,
+    run_portfolio,
+)
 
 
 def xstest():
@@ -47,14 +48,10 @@ def xstest():
     return build_dataset([("xstest_v2.jsonl", i, r) for i, r in enumerate(rows, 1)], scheme="vlsbench")
 
 
-def gptfuzz(path: Path = DATA / "gptfuzz.jsonl", rows_wanted: int = 1500, seed: int = 0):
-    by_group = defaultdict(list)
-    for r in read_jsonl(path):
-        by_group[r["group"]].append({**r, "question": r["prompt"], "label": "unsafe" if r["unsafe_binary"] else "safe"})
-    per_group = max(1, rows_wanted // len(by_group))
-    rng = random.Random(seed)
-    rows = [r for g in sorted(by_group) for r in rng.sample(by_group[g], min(per_group, len(by_group[g])))]
-    return build_dataset([(str(path), i, r) for i, r in enumerate(rows, 1)], scheme="mmsafetybench")
+def gptfuzz(rows_wanted: int = 1500):
+    """All 100 questions, rows_wanted // 100 responses each (seeded)."""
+    rows = gptfuzz_rows(per_group=rows_wanted // 100)
+    return build_dataset([("gptfuzz.jsonl", i, r) for i, r in enumerate(rows, 1)], scheme="mmsafetybench")
 
 
 def run(name: str, dataset, config: TrainConfig, work: Path) -> None:
@@ -80,10 +77,10 @@ def run(name: str, dataset, config: TrainConfig, work: Path) -> None:
     if lexical is not None:
         print(f"chosen {report['student']} vs TF-IDF alone on test: {chosen:.3f} vs {lexical:.3f} "
               f"(delta {chosen - lexical:+.3f}; the bar is +0.05)")
-        for name in test_kappa:
-            if name != "lexical":
-                lo, hi = paired_delta_ci(split.test, predictions[name], predictions["lexical"], dataset.scheme.classes)
-                print(f"  {name} - lexical on test: 95% group-bootstrap interval of the kappa difference [{lo:+.3f}, {hi:+.3f}]")
+        for candidate in test_kappa:
+            if candidate != "lexical":
+                lo, hi = paired_delta_ci(split.test, predictions[candidate], predictions["lexical"], dataset.scheme.classes)
+                print(f"  {candidate} - lexical on test: 95% group-bootstrap interval of the kappa difference [{lo:+.3f}, {hi:+.3f}]")
     print(flush=True)
 
 
@@ -104,22 +101,54 @@ def paired_delta_ci(records, pred_a, pred_b, classes, n_boot: int = 2000, seed: 
     return float(np.quantile(deltas, 0.025)), float(np.quantile(deltas, 0.975))
 
 
+def make_lexical_pipeline(C: float, class_weight: str | None) -> Pipeline:
+    return Pipeline([("features", make_features()), ("clf", make_classifier(C, class_weight))])
+
+
 def noise_floor(dataset, seeds: int) -> None:
-    """How much test kappa moves with the split alone (TF-IDF with the settings the XSTest search picked:
-    question view, C=30), and how far the teacher itself is from human annotators."""
-    kappas = []
+    """How much test kappa moves with the split alone, with the amount of training data and with the
+    words read (TF-IDF with the settings the XSTest search picked: question view, C=30), and how far
+    the teacher is from human annotators."""
+    kappas = defaultdict(list)
     for seed in range(seeds):
         split = split_by_group(dataset.labelled, seed=seed)
-        fit = fit_lexical(split, dataset.scheme, views=("question",), Cs=(30.0,), class_weights=(None,))
-        kappas.append(agreement([r.label for r in split.test], list(fit.pipeline.predict([render_text(r, "question") for r in split.test])),
-                                dataset.scheme.classes, n_boot=0)["kappa"])
-    print(f"TF-IDF test kappa over {seeds} group splits: mean {np.mean(kappas):.3f}, sd {np.std(kappas, ddof=1):.3f}, "
-          f"range {min(kappas):.3f}-{max(kappas):.3f}")
+        groups = sorted({r.prompt_group for r in split.train})
+        random.Random(seed).shuffle(groups)
+        for share, words in ((0.25, None), (0.5, None), (0.75, None), (1.0, None), (1.0, 100)):
+            keep = set(groups[:round(share * len(groups))])
+            train = [r for r in split.train if r.prompt_group in keep]
+
+            def text(record, words=words):
+                return " ".join(render_text(record, "question").split()[:words])
+
+            pipeline = make_lexical_pipeline(30.0, None).fit([text(r) for r in train], [r.label for r in train])
+            kappas[share, words].append(agreement([r.label for r in split.test], list(pipeline.predict([text(r) for r in split.test])),
+                                                  dataset.scheme.classes, n_boot=0)["kappa"])
+    for (share, words), values in kappas.items():
+        print(f"TF-IDF on {share:.0%} of the training prompts, {f'first {words} words' if words else 'all words'}: "
+              f"test kappa over {seeds} group splits mean {np.mean(values):.3f}, sd {np.std(values, ddof=1):.3f}, "
+              f"range {min(values):.3f}-{max(values):.3f}")
     pairs = [(r.label, r.raw.get("label_human")) for r in dataset.labelled if r.raw.get("label_human")]
     if pairs:
         human = agreement([h for _, h in pairs], [t for t, _ in pairs], dataset.scheme.classes, n_boot=0)
         print(f"teacher (GPT-4) vs human annotators on {len(pairs)} of these rows: kappa {human['kappa']:.3f}, "
               f"accuracy {human['accuracy']:.3f}", flush=True)
+
+
+def paired_splits(dataset, config: TrainConfig, seeds: list[int], work: Path) -> None:
+    """TF-IDF and MiniLM LoRA trained on the same group splits, test kappa of each: is the gap real?"""
+    deltas = []
+    for seed in seeds:
+        split = split_by_group(dataset.labelled, test_size=config.test_size, val_size=config.val_size, seed=seed)
+        cfg = replace(config, seed=seed, budget="none")
+        portfolio = run_portfolio(split, dataset.scheme, cfg, work / f"seed{seed}",
+                                  candidates=[LexicalCandidate(), TransformerCandidate("minilm-lora", "minilm", "lora")])
+        test = {e.candidate: agreement([r.label for r in split.test], [p.label for p in Judge.load(e.path).predict(split.test)],
+                                       dataset.scheme.classes, n_boot=0)["kappa"] for e in portfolio.entries}
+        deltas.append(test["minilm-lora"] - test["lexical"])
+        print(f"split {seed}: test kappa lexical {test['lexical']:.3f}, minilm-lora {test['minilm-lora']:.3f}, "
+              f"difference {deltas[-1]:+.3f}", flush=True)
+    print(f"minilm-lora - lexical over {len(seeds)} splits: mean {np.mean(deltas):+.3f}, sd {np.std(deltas, ddof=1):.3f}")
 
 
 def main() -> None:
@@ -129,6 +158,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--noise", type=int, default=0, metavar="SEEDS",
                         help="only measure the XSTest noise floor: TF-IDF over SEEDS group splits, GPT-4 vs humans")
+    parser.add_argument("--paired", type=int, nargs="*", metavar="SEED",
+                        help="only train TF-IDF and MiniLM LoRA on XSTest group splits with these seeds, and compare")
     args = parser.parse_args()
     overrides = dict(pair.split("=", 1) for pair in args.set)
     config = TrainConfig.resolve(overrides={"budget": args.budget, **overrides})
@@ -136,6 +167,9 @@ def main() -> None:
         noise_floor(xstest(), args.noise)
         return
     with tempfile.TemporaryDirectory(prefix="bench-students-") as tmp:
+        if args.paired:
+            paired_splits(xstest(), config, args.paired, Path(tmp))
+            return
         if args.only in (None, "xstest"):
             run("xstest-gpt4", xstest(), config, Path(tmp))
         if args.only in (None, "gptfuzz"):
