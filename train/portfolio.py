@@ -235,12 +235,13 @@ def candidates_for(student: str, config: TrainConfig) -> list:
     default), as a full fine-tune too: small encoders often gain from moving every weight, and
     validation decides. Under 4-bit QLoRA a full fine-tune is asked for by name (`minilm-full`).
     """
-    import torch
-
-    from train.transformer import resolve_quant
-
     label = config.backbone if config.backbone in PRESETS else "transformer"
     if student in ("auto", "ensemble"):
+        # train.transformer imports peft and transformers (seconds): only on the paths that train one
+        import torch
+
+        from train.transformer import resolve_quant
+
         finetunes = FINETUNES if resolve_quant(config) == "none" else ("lora",)
         found = [LexicalCandidate(), *(TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes)]
         if torch.cuda.is_available():  # open LMs train in reasonable time only on a GPU
