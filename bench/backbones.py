@@ -64,8 +64,8 @@ def run_lora(split, scheme, backbone: str, epochs: float, train_limit: int | Non
     from dataclasses import replace
 
     from judge.model import Judge, write_meta
-    from train.config import TrainConfig
-    from train.transformer import train_transformer
+    from judge.training.config import TrainConfig
+    from judge.training.transformer import train_transformer
 
     train = split.train
     if train_limit and len(train) > train_limit:

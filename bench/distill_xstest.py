@@ -23,8 +23,8 @@ from judge.metrics import agreement  # noqa: E402
 from judge.model import Judge  # noqa: E402
 from judge.records import read_records  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
-from train.config import TrainConfig, parse_overrides  # noqa: E402
-from train.distill import distill  # noqa: E402
+from judge.training.config import TrainConfig, parse_overrides  # noqa: E402
+from judge.training.distill import distill  # noqa: E402
 
 
 def run(rows: list[dict], out: Path, overrides: dict) -> dict:

@@ -25,8 +25,8 @@ from judge.escalate import escalation_plan  # noqa: E402
 from judge.model import Judge  # noqa: E402
 from judge.records import read_records, write_jsonl  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.distill import distill  # noqa: E402
+from judge.training.config import TrainConfig  # noqa: E402
+from judge.training.distill import distill  # noqa: E402
 
 TEACHER = "gpt-4 (2023, temperature 0, XSTest compliance prompt)"
 

@@ -32,10 +32,10 @@ from judge.model import Judge  # noqa: E402
 from judge.records import build_dataset  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
 from judge.views import render_text  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.distill import CANDIDATES_DIR, distill  # noqa: E402
-from train.lexical import make_classifier, make_features  # noqa: E402
-from train.portfolio import (  # noqa: E402
+from judge.training.config import TrainConfig  # noqa: E402
+from judge.training.distill import CANDIDATES_DIR, distill  # noqa: E402
+from judge.training.lexical import make_classifier, make_features  # noqa: E402
+from judge.training.portfolio import (  # noqa: E402
     LexicalCandidate,
     TransformerCandidate,
     format_leaderboard,

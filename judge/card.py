@@ -16,7 +16,7 @@ from judge.escalate import format_confidence
 from judge.model import ARTIFACT_FILE
 from judge.report import format_markdown, markdown_table
 from judge.schemes import Scheme
-from train.config import TrainConfig
+from judge.training.config import TrainConfig
 
 
 def _counts(title: str, counts: dict) -> str:

@@ -22,8 +22,8 @@ def tiny_bert(tmp_path_factory) -> str:
 def tiny_judge(tiny_bert, tmp_path_factory) -> str:
     """A judge artifact distilled from synthetic labels on the tiny BERT (trained once per session)."""
     from judge.records import read_records
-    from train.config import TrainConfig
-    from train.distill import distill
+    from judge.training.config import TrainConfig
+    from judge.training.distill import distill
 
     root = tmp_path_factory.mktemp("tiny-judge")
     labels = write_jsonl(root / "labels.jsonl", synthetic_rows(150))

@@ -242,7 +242,7 @@ def test_cli_collect_writes_labels_and_never_stores_the_key(server, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", rows(6))
     cache, out = tmp_path / "c.sqlite", tmp_path / "labels.jsonl"
     args = ["collect", str(path), "--teacher", "gpt-4o", "--base-url", server.url, "--cache", str(cache)]
-    from cli import app
+    from judge.cli import app
 
     runner = CliRunner()
     dry = runner.invoke(app, [*args, "--dry-run"], env={"OPENAI_API_KEY": "sk-test-secret-123"})
@@ -296,7 +296,7 @@ def test_sigkill_mid_run_loses_nothing_and_resends_nothing_stored(tmp_path):
 def test_distill_with_a_teacher_labels_the_unlabelled_rows_first(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default cache lands in ./data_cache
     path = write_jsonl(tmp_path / "in.jsonl", rows(40))
-    from cli import app
+    from judge.cli import app
 
     result = CliRunner().invoke(app, ["distill", str(path), "-o", str(tmp_path / "judge"), "--teacher", "gpt-4o",
                                       "--base-url", server.url, "--student", "lexical"])

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
-from cli import app
+from judge.cli import app
 from judge import Judge, read_records
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

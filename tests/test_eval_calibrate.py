@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from judge.cli import app
 from judge.calibrate import brier_score, expected_calibration_error, fit_temperature, nll
 from judge.card import render_card
 from judge.escalate import choose_threshold, cost_summary, escalation_curve, stored_threshold

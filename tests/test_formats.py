@@ -205,7 +205,7 @@ def test_write_back_round_trip(tmp_path):
 def test_score_cli_report_and_write_back(tmp_path, tiny_judge, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli import app
+    from judge.cli import app
 
     vls_file(tmp_path / "runs" / "model-a_outputs.json", [1, 2, 3, 3, 1])
     vls_file(tmp_path / "runs" / "model-b_outputs.json", [3, 3, 1, 2, 2])

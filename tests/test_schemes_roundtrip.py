@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli import app
+from judge.cli import app
 from judge import Judge, read_records
 from tests.tiny import synthetic_rows, write_jsonl
 

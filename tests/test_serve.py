@@ -282,7 +282,7 @@ def test_api_key_is_checked_on_every_request(judge):
 def test_cli_serve_names_a_missing_artifact(tmp_path):
     from typer.testing import CliRunner
 
-    from cli import app
+    from judge.cli import app
 
     result = CliRunner().invoke(app, ["serve", "--judge", str(tmp_path), "--pattern", "(?P<response>.*)"])
     assert result.exit_code == 1 and "not a judge artifact" in result.output

@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
 
-from cli import app
+from judge.cli import app
 from judge.backends.lexical import MODEL_FILE, load_estimator, save_estimator
 from judge.errors import InputError
 from judge.model import Judge, write_meta
@@ -19,10 +19,10 @@ from judge.records import read_records
 from judge.splits import split_by_group
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
-from train.config import TrainConfig
-from train.distill import distill
-from train.lexical import fit_lexical
-from train.portfolio import EnsembleCandidate, LexicalCandidate, TransformerCandidate, parse_budget, run_portfolio
+from judge.training.config import TrainConfig
+from judge.training.distill import distill
+from judge.training.lexical import fit_lexical
+from judge.training.portfolio import EnsembleCandidate, LexicalCandidate, TransformerCandidate, parse_budget, run_portfolio
 
 
 def _dataset(tmp_path, n=90, seed=0, scheme="vlsbench"):

@@ -20,8 +20,8 @@ from judge.model import write_meta
 from judge.records import read_records
 from judge.splits import split_by_group
 from tests.tiny import make_tiny_llama, synthetic_rows, write_jsonl
-from train.config import TrainConfig
-from train.transformer import KappaOrLossStopping, distillation_loss, train_transformer
+from judge.training.config import TrainConfig
+from judge.training.transformer import KappaOrLossStopping, distillation_loss, train_transformer
 
 
 def _dataset(tmp_path, n=40, seed=0):
@@ -96,9 +96,9 @@ def test_example_config_lists_every_hyperparameter():
     from pathlib import Path
     import tomllib
 
-    example = tomllib.loads((Path(__file__).parents[1] / "examples" / "train.toml").read_text())
+    example = tomllib.loads((Path(__file__).parents[1] / "train" / "defaults.toml").read_text())
     assert set(example) == set(TrainConfig().to_dict())
-    assert TrainConfig.resolve(Path(__file__).parents[1] / "examples" / "train.toml").to_dict() == example
+    assert TrainConfig.resolve(Path(__file__).parents[1] / "train" / "defaults.toml").to_dict() == example
 
 
 def test_bert_lora_adapter_and_merged_export_predict_the_same(tiny_bert, tmp_path):

@@ -1,7 +1,7 @@
 """Stacked students: member judges (each a full artifact in members/) and a combiner over their probabilities.
 
 The combiner is a logistic regression on the members' log-probabilities, fitted on out-of-fold
-predictions (train/ensemble.py), so it learns how far to trust each member: a per-member
+predictions (judge/training/ensemble.py), so it learns how far to trust each member: a per-member
 temperature and weighting, i.e. it combines calibrated probabilities.
 """
 

@@ -1,6 +1,6 @@
 """Transformer students: a backbone with a sequence-classification head and a LoRA adapter.
 
-Training (train/transformer.py) and scoring share `load_classifier` and `encode`, so the model
+Training (judge/training/transformer.py) and scoring share `load_classifier` and `encode`, so the model
 sees exactly the same input in both. An artifact holds either the adapter (``adapter/``, applied to
 the backbone at load time) or a merged model (``model/``, no backbone needed).
 """

@@ -50,7 +50,7 @@ def out_of_fold(members, split: Split, scheme, *, k: int, seed: int, work_dir: P
     """Train every member on each K-1 folds of split.train (with split.val for its own early stopping)
     and predict the held-out fold. `members` are (candidate, config) pairs with fixed hyperparameters."""
     from judge.model import Judge
-    from train.portfolio import write_candidate
+    from judge.training.portfolio import write_candidate
 
     fold_of = grouped_folds(split.train, k, seed)
     n = len(split.train)

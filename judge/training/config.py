@@ -2,7 +2,7 @@
 
 A run's config comes from these defaults, then a TOML or YAML file (``--config``), then CLI
 overrides (``--set lr=1e-4``). The resolved config is written into the artifact so a judge can be
-rebuilt. examples/train.toml lists every key.
+rebuilt. train/defaults.toml lists every key.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class TrainConfig:
     val_size: float = 0.1
     early_stopping_patience: int = 2  # evaluations with neither a better val kappa nor a lower val loss
     seed: int = 0
-    # which student (train/portfolio.py): auto = every candidate that fits the budget, best val kappa wins;
+    # which student (judge/training/portfolio.py): auto = every candidate that fits the budget, best val kappa wins;
     # or one of lexical, transformer (`finetune` on `backbone`), PRESET-lora, PRESET-full, ensemble
     student: str = "auto"
     budget: str = "10m"  # wall time for the candidates, e.g. 90s, 10m, 1h, or none

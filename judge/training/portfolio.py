@@ -30,8 +30,8 @@ from judge.model import Judge, write_meta
 from judge.schemes import Scheme
 from judge.splits import Split
 from judge.views import VIEWS
-from train.config import TrainConfig
-from train.lexical import CLASS_WEIGHTS, CS, train_lexical
+from judge.training.config import TrainConfig
+from judge.training.lexical import CLASS_WEIGHTS, CS, train_lexical
 
 log = logging.getLogger(__name__)
 ESTIMATE_MARGIN = 1.3  # Trainer overhead (evaluation, checkpoints) on top of the measured step time
@@ -118,7 +118,7 @@ class LexicalCandidate:
 
 
 class TransformerCandidate:
-    """LoRA or a full fine-tune of a transformer backbone (None: the config's), via train/transformer.py."""
+    """LoRA or a full fine-tune of a transformer backbone (None: the config's), via judge/training/transformer.py."""
 
     kind = "transformer"
 
@@ -140,7 +140,7 @@ class TransformerCandidate:
         return ESTIMATE_MARGIN * config.epochs * per_epoch
 
     def train(self, split, scheme, config, out: Path, *, resume=False, progress=False) -> dict:
-        from train.transformer import train_transformer
+        from judge.training.transformer import train_transformer
 
         training = train_transformer(split, scheme, config, out, resume=resume, progress=progress)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -156,7 +156,7 @@ class TransformerCandidate:
 
 
 class EnsembleCandidate:
-    """Stacks every trained candidate (see train/ensemble.py); `oof` keeps the fold bookkeeping."""
+    """Stacks every trained candidate (see judge/training/ensemble.py); `oof` keeps the fold bookkeeping."""
 
     kind = "ensemble"
 
@@ -176,7 +176,7 @@ class EnsembleCandidate:
 
     def train(self, split, scheme, config, out: Path, *, resume=False, progress=False) -> dict:
         from judge.backends.ensemble import COMBINER_FILE
-        from train.ensemble import fit_combiner, out_of_fold
+        from judge.training.ensemble import fit_combiner, out_of_fold
 
         pairs = [(m.source.fixed(m.meta), m.config) for m in self.members]
         started = time.perf_counter()
@@ -203,7 +203,7 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
 
     from judge.backbones import local_backbone, resolve_backbone
     from judge.backends.transformer import encode, load_classifier, load_tokenizer
-    from train.transformer import lora_config
+    from judge.training.transformer import lora_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = local_backbone(resolve_backbone(config.backbone))
@@ -237,10 +237,10 @@ def candidates_for(student: str, config: TrainConfig) -> list:
     """
     label = config.backbone if config.backbone in PRESETS else "transformer"
     if student in ("auto", "ensemble"):
-        # train.transformer imports peft and transformers (seconds): only on the paths that train one
+        # judge.training.transformer imports peft and transformers (seconds): only on the paths that train one
         import torch
 
-        from train.transformer import resolve_quant
+        from judge.training.transformer import resolve_quant
 
         finetunes = FINETUNES if resolve_quant(config) == "none" else ("lora",)
         found = [LexicalCandidate(), *(TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes)]

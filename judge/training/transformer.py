@@ -29,7 +29,7 @@ from judge.metrics import kappa_from_confusion
 from judge.records import Record
 from judge.schemes import Scheme
 from judge.splits import Split
-from train.config import TrainConfig
+from judge.training.config import TrainConfig
 
 # Trained in full next to the adapter: the new head, and BERT's pooler. Sentence-embedding checkpoints
 # (all-MiniLM) mean-pool and never trained theirs: its small weights (std 0.009) shrink the features

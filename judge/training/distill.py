@@ -3,7 +3,7 @@
 ``distill`` is what ``judge distill`` calls; a notebook calls it the same way:
 
     from judge.records import read_records
-    from train.distill import distill
+    from judge.training.distill import distill
     report = distill(read_records("labels.jsonl"), "runs/demo")
 """
 
@@ -19,8 +19,8 @@ from judge.evaluate import evaluate
 from judge.model import Judge, write_meta
 from judge.records import Dataset, file_sha256
 from judge.splits import split_by_group
-from train.config import TrainConfig
-from train.portfolio import run_portfolio
+from judge.training.config import TrainConfig
+from judge.training.portfolio import run_portfolio
 
 MIN_LABELLED = 20
 CANDIDATES_DIR = "candidates"
@@ -50,7 +50,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     """Split by prompt group, train the student(s), score the held-out test split, write the artifact.
 
     ``config.student`` picks the student (auto: a portfolio within ``config.budget``, the best
-    validation kappa wins; see train/portfolio.py). The test split is scored only for the winner.
+    validation kappa wins; see judge/training/portfolio.py). The test split is scored only for the winner.
     Returns the agreement report on the test split plus the leaderboard (also ``report.json``).
     """
     config = config or TrainConfig()

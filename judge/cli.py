@@ -1,0 +1,353 @@
+"""The `judge` command line: a thin typer layer over the library (each command is one library call)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from judge.errors import InputError
+
+app = typer.Typer(help="Distil an online safety judge (GPT-4o) into an offline one.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False, add_completion=False)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs and warnings.")] = False) -> None:
+    """Library chatter (model load reports, deprecation warnings) stays quiet unless asked for."""
+    if not verbose:
+        import os
+        import warnings
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    return typer.Exit(code=1)
+
+
+def judge_and_labels(judge_dir: Path, path: Path, skip_invalid: bool):
+    """A judge and teacher-labelled records in its scheme (what calibration and drift compare)."""
+    from judge.model import Judge
+    from judge.records import read_records
+
+    judge = Judge.load(judge_dir)
+    dataset = read_records(path, scheme=judge.scheme, require_labels=True, skip_invalid=skip_invalid)
+    echo_skipped(dataset)
+    return judge, dataset
+
+
+def echo_skipped(dataset) -> None:
+    typer.echo(dataset.summary(), err=True)
+    for skipped in dataset.skipped:
+        typer.echo(f"  skipped {skipped}", err=True)
+
+
+Scheme = Annotated[Optional[str], typer.Option(help="Label scheme: vlsbench, mmsafetybench or a scheme file (default: detect).")]
+SkipInvalid = Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (each is listed) instead of stopping.")]
+Format = Annotated[Optional[str], typer.Option("--format", help="Input format: jsonl, csv, vlsbench, mmsafetybench (default: detect per file).")]
+BenchmarkData = Annotated[Optional[Path], typer.Option(help="VLSBench prompt file (data.json) to join on id for category, sub-category, image description.")]
+ModelName = Annotated[Optional[str], typer.Option(help="Evaluated model's name for VLSBench outputs (default: from {model}_outputs.json).")]
+BaseUrl = Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI).")]
+INPUTS = "Files, globs or folders: JSONL, CSV, VLSBench outputs or MM-SafetyBench answer files"
+
+
+@app.command()
+def distill(
+    labels: Annotated[list[Path], typer.Argument(help=f"{INPUTS}, with teacher labels.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact folder to write.")] = Path("runs/judge"),
+    backbone: Annotated[Optional[str], typer.Option(help="Preset (minilm, smollm2-135m), model folder, .gguf or hub id.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML or YAML file of training hyperparameters (train/defaults.toml).")] = None,
+    quant: Annotated[Optional[str], typer.Option(help="4bit (QLoRA), 8bit or none; default: 4bit on CUDA, none on CPU.")] = None,
+    merge: Annotated[Optional[bool], typer.Option("--merge/--adapter", help="Export a merged model instead of the LoRA adapter (unquantized only).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override one hyperparameter, KEY=VALUE (repeatable).")] = [],
+    epochs: Annotated[Optional[float], typer.Option(help="Training epochs (early stopping may end sooner).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Tokens the student reads per response.")] = None,
+    view: Annotated[Optional[str], typer.Option(help="Input view: response, question, image, full (default: searched).")] = None,
+    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio), lexical, transformer, PRESET-lora, PRESET-full or ensemble.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto, e.g. 90s, 10m, 1h, none.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for splits and training.")] = None,
+    scheme: Scheme = None,
+    label_field: Annotated[Optional[str], typer.Option(help="Read the teacher label from this field.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    skip_invalid: SkipInvalid = False,
+    format_: Format = None,
+    benchmark_data: BenchmarkData = None,
+    model_name: ModelName = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Label rows that have no teacher label with this model first (cached, see `judge collect`).")] = None,
+    base_url: BaseUrl = None,
+) -> None:
+    """Train a student on teacher labels; write a judge artifact and its held-out agreement report."""
+    from judge.records import read_records
+    from judge.report import format_agreement
+    from judge.training.config import TrainConfig, parse_overrides
+    from judge.training.distill import distill as run_distill
+    from judge.training.portfolio import format_leaderboard
+
+    try:
+        dataset = read_records(labels, format=format_, benchmark_data=benchmark_data, model_name=model_name,
+                               scheme=scheme, label_field=label_field, skip_invalid=skip_invalid)
+        echo_skipped(dataset)
+        if teacher:
+            from judge.collect import TeacherConfig, format_stats, label_missing
+            typer.echo(format_stats(label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, rubric=dataset.scheme.name)).stats), err=True)
+        overrides = {**parse_overrides(set_), "backbone": backbone, "epochs": epochs, "max_length": max_length,
+                     "view": view, "views": view, "seed": seed, "quant": quant, "merge": merge, "student": student,
+                     "budget": budget}
+        report = run_distill(dataset, out, TrainConfig.resolve(config, overrides), resume=resume)
+    except InputError as exc:
+        raise fail(exc) from None
+    typer.echo(f"\ncandidates (validation split):\n{format_leaderboard(report['leaderboard'])}")
+    typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']}:")
+    typer.echo(format_agreement(report))
+    typer.echo(f"\njudge written to {out}")
+
+
+@app.command()
+def collect(
+    responses: Annotated[list[Path], typer.Argument(help=f"{INPUTS}, to label.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Labels JSONL to write: input rows + label fields `judge distill` reads.")] = None,
+    teacher: Annotated[str, typer.Option(help="Teacher model, as the endpoint names it.")] = "gpt-4o-2024-08-06",
+    base_url: BaseUrl = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key (default: OPENAI_API_KEY). Never stored.")] = None,
+    scheme: Scheme = None,
+    rubric: Annotated[Optional[str], typer.Option(help="Built-in rubric: vlsbench or mmsafetybench (default: the scheme's).")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option(help="Your own prompt template with {question} and {response}.")] = None,
+    images: Annotated[bool, typer.Option("--images/--no-images", help="Send each record's image along.")] = True,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
+    rpm: Annotated[Optional[int], typer.Option(help="Requests-per-minute limit.")] = None,
+    tpm: Annotated[Optional[int], typer.Option(help="Tokens-per-minute limit.")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="Stop cleanly once this many USD are spent.")] = None,
+    price: Annotated[Optional[str], typer.Option(help="Teacher price as USD per 1M input,output tokens, e.g. 2.5,10.")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="Label a seeded stratified sample of N records.")] = None,
+    stratify_by: Annotated[str, typer.Option(help="Comma-separated fields the sample keeps in proportion.")] = "model,category",
+    seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+    batch: Annotated[bool, typer.Option(help="Use the Batch API (half price; a rerun resumes an interrupted batch).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print requests, cached and estimated cost; send nothing.")] = False,
+    cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite).")] = Path("data_cache/teacher.sqlite"),
+    skip_invalid: SkipInvalid = False,
+    format_: Format = None,
+) -> None:
+    """Label responses with the teacher (GPT-4o); every answer is cached, so nothing is paid for twice."""
+    from judge.collect import TeacherConfig, collect as run_collect, format_plan, format_stats, labelled_rows, plan, stratified_sample
+    from judge.records import read_records, write_jsonl
+    from judge.teacher import BUILTIN_RUBRICS, parse_price
+
+    try:
+        dataset = read_records(responses, format=format_, scheme=scheme or (rubric if rubric in BUILTIN_RUBRICS else None),
+                               skip_invalid=skip_invalid)
+        echo_skipped(dataset)
+        records = stratified_sample(dataset.records, sample, stratify_by.split(","), seed=seed) if sample else dataset.records
+        config = TeacherConfig(model=teacher, base_url=base_url, api_key=api_key, rubric=rubric or dataset.scheme.name,
+                               prompt_file=str(prompt_file) if prompt_file else None, images=images, concurrency=concurrency,
+                               rpm=rpm, tpm=tpm, max_cost=max_cost, prices={teacher: parse_price(price)} if price else None,
+                               batch=batch)
+        if dry_run:
+            typer.echo(format_plan(plan(records, config, scheme=dataset.scheme, cache_path=cache)))
+            return
+        if output is None:
+            raise InputError("say where to write the labels with --output/-o (or use --dry-run)")
+        result = run_collect(records, config, scheme=dataset.scheme, cache_path=cache, progress=True)
+    except InputError as exc:
+        raise fail(exc) from None
+    write_jsonl(output, labelled_rows(records, result))
+    typer.echo(format_stats(result.stats))
+    typer.echo(f"wrote {len(records)} rows to {output}", err=True)
+
+
+@app.command()
+def score(
+    responses: Annotated[list[Path], typer.Argument(help=f"{INPUTS}, to judge.")],
+    judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Scored JSONL to write.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Responses per forward pass.")] = None,
+    skip_invalid: SkipInvalid = False,
+    format_: Format = None,
+    benchmark_data: BenchmarkData = None,
+    model_name: ModelName = None,
+    report: Annotated[Optional[str], typer.Option(help="Also print and write the benchmark's own stats: vlsbench or mmsafetybench.")] = None,
+    report_out: Annotated[Optional[Path], typer.Option(help="Where --report writes its JSON (default: REPORT_report.json).")] = None,
+    write_back: Annotated[Optional[Path], typer.Option(help="Folder to rewrite the benchmark files into, with the judge's labels.")] = None,
+    escalate_below: Annotated[Optional[float], typer.Option(help="Send responses with confidence below P to the teacher.")] = None,
+    target_kappa: Annotated[Optional[float], typer.Option(help="Escalate below the threshold `judge calibrate` chose for kappa K.")] = None,
+    teacher: Annotated[str, typer.Option(help="Teacher model for escalated responses.")] = "gpt-4o-2024-08-06",
+    base_url: BaseUrl = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Teacher API key (default: OPENAI_API_KEY). Never stored.")] = None,
+    cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite) shared with `judge collect`.")] = Path("data_cache/teacher.sqlite"),
+) -> None:
+    """Label every response offline and print the benchmark's rates, overall and per model / category."""
+    from judge.benchmark_reports import REPORTS, benchmark_report, format_report
+    from judge.benchmark_reports import write_back as write_back_files
+    from judge.evaluate import rate_summary
+    from judge.model import Judge
+    from judge.records import read_records, write_jsonl
+    from judge.report import format_rates
+    from judge.score import score_records
+
+    if report and report not in REPORTS:
+        raise fail(InputError(f"unknown --report {report!r}: use one of {', '.join(REPORTS)}"))
+    try:
+        judge = Judge.load(judge_dir)
+        # Teacher labels only ride along here, in the files' own scheme (MM-SafetyBench verdicts can be
+        # scored by a VLSBench judge); the judge's labels are always in its scheme.
+        dataset = read_records(responses, format=format_, benchmark_data=benchmark_data, model_name=model_name,
+                               skip_invalid=skip_invalid, prefer_scheme=judge.scheme)
+        echo_skipped(dataset)
+        rows, predictions = score_records(judge, dataset.records, batch_size=batch_size, progress=True)
+        if escalate_below is not None or target_kappa is not None:
+            from judge.collect import TeacherConfig
+            from judge.escalate import escalate_predictions, format_escalation
+
+            rows, predictions, stats = escalate_predictions(
+                judge, dataset.records, predictions, TeacherConfig(model=teacher, base_url=base_url, api_key=api_key,
+                                                                   rubric=judge.scheme.name),
+                below=escalate_below, target_kappa=target_kappa, cache_path=cache, progress=True)
+            typer.echo(format_escalation(stats), err=True)
+    except InputError as exc:
+        raise fail(exc) from None
+    if output:
+        write_jsonl(output, rows)
+        typer.echo(f"wrote {len(rows)} scored responses to {output}", err=True)
+    labels = [p.label for p in predictions]
+    typer.echo(format_rates(rate_summary(dataset.records, labels, judge.scheme), judge.scheme.classes))
+    try:
+        if report:
+            block, report_out = benchmark_report(report, dataset.records, labels, judge.scheme), report_out or Path(f"{report}_report.json")
+            report_out.write_text(json.dumps(block, indent=2), encoding="utf-8")
+            typer.echo(f"\n{format_report(report, block)}\n({report} report written to {report_out})")
+        if write_back:
+            for path, counts in write_back_files(dataset.records, labels, judge.scheme, write_back).items():
+                typer.echo(f"wrote {path}: {counts['relabelled']} relabelled, {counts['kept']} kept their label", err=True)
+    except InputError as exc:
+        raise fail(exc) from None
+
+
+@app.command("eval")
+def eval_(
+    scored: Annotated[Path, typer.Argument(help="Scored JSONL from `judge score`.")],
+    reference: Annotated[Optional[Path], typer.Option(help="JSONL with the teacher's labels (default: the scored file's own).")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Where to draw the confusion matrix (default: beside SCORED).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON.")] = None,
+    scheme: Scheme = None,
+    format_: Format = None,
+    benchmark_data: BenchmarkData = None,
+    model_name: ModelName = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="'binary': compare with safe/unsafe references through the scheme's safe mapping.")] = None,
+    output_format: Annotated[str, typer.Option(help="How to print the report: text, json or markdown.")] = "text",
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write one self-contained HTML report (tables and plots).")] = None,
+) -> None:
+    """Agreement of the judge with the teacher: kappa, accuracy, F1, confusion matrices, per group."""
+    from judge.evaluate import evaluate, load_pairs
+    from judge.report import REPORT_FORMATS, format_html, plot_confusions, render_report
+
+    if output_format not in REPORT_FORMATS or as_ not in (None, "binary"):
+        raise fail(InputError(f"use --output-format {'|'.join(REPORT_FORMATS)} and --as binary (got {output_format!r}, {as_!r})"))
+    try:
+        records, predicted, resolved, info = load_pairs(str(scored), str(reference) if reference else None, scheme=scheme,
+                                                        as_binary=as_ == "binary", format=format_,
+                                                        benchmark_data=benchmark_data, model_name=model_name)
+    except InputError as exc:
+        raise fail(exc) from None
+    if not records:
+        raise fail(InputError("no scored response has a teacher label to compare with", path=reference or scored))
+    report = evaluate(records, predicted, resolved)
+    typer.echo(f"{info['paired']} paired responses ({info['unpaired_reference']} teacher labels had no scored response)", err=True)
+    typer.echo(render_report(report, output_format))
+    images = plot_confusions(report, png or scored.with_suffix(".confusion.png"))
+    typer.echo(f"confusion matrices drawn to {', '.join(map(str, images))}", err=True)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if html_out:
+        html_out.write_text(format_html(report, images), encoding="utf-8")
+        typer.echo(f"HTML report written to {html_out}", err=True)
+
+
+
+@app.command()
+def calibrate(
+    calib: Annotated[Path, typer.Argument(help="JSONL of teacher-labelled responses kept apart from training.")],
+    judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder; its judge.json gets the temperature and threshold.")],
+    png: Annotated[Optional[Path], typer.Option(help="Reliability diagram (default: JUDGE/reliability.png).")] = None,
+    target_kappa: Annotated[float, typer.Option(help="Kappa with the teacher the escalation threshold must reach.")] = 0.9,
+    cost_per_call: Annotated[float, typer.Option(help="Teacher cost per call (USD), for the savings estimate.")] = 0.005,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Fit temperature scaling (ECE, Brier, reliability diagram) and choose the escalation threshold."""
+    from judge.calibrate import calibrate as fit_calibration
+    from judge.calibrate import format_calibration
+    from judge.escalate import escalation_plan, format_plan
+
+    try:
+        judge, dataset = judge_and_labels(judge_dir, calib, skip_invalid)
+        logits = judge.logits(dataset.records, progress=True)
+        result = fit_calibration(judge, dataset.records, logits=logits, source=calib, png=png or judge_dir / "reliability.png")
+        plan = escalation_plan(judge, dataset.records, target_kappa, logits=logits, cost_per_call=cost_per_call, source=calib)
+    except InputError as exc:
+        raise fail(exc) from None
+    judge.save_meta()
+    typer.echo(f"{format_calibration(result)}\n\n{format_plan(plan)}\n\ntemperature and threshold saved in {judge_dir}")
+
+
+@app.command()
+def drift(
+    labels: Annotated[Path, typer.Argument(help="JSONL of fresh teacher labels (a new benchmark or new models).")],
+    judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Is the judge still within the agreement measured at training time? Kappa with its interval on new labels."""
+    from judge.calibrate import drift as check_drift
+    from judge.calibrate import format_drift
+
+    try:
+        judge, dataset = judge_and_labels(judge_dir, labels, skip_invalid)
+        result = check_drift(judge, dataset.records)
+    except InputError as exc:
+        raise fail(exc) from None
+    typer.echo(format_drift(result))
+    if result["verdict"] == "DEGRADED":
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def card(
+    judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the card here (default: print it).")] = None,
+) -> None:
+    """Write the artifact's MODEL_CARD.md from its measured numbers."""
+    from judge.card import render_card
+
+    try:
+        text = render_card(judge_dir)
+    except InputError as exc:
+        raise fail(exc) from None
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"model card written to {output}", err=True)
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def serve(
+    judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default keeps the judge on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="JUDGE_API_KEY", help="Require this bearer token on every request.")] = None,
+    log_content: Annotated[bool, typer.Option("--log-content", help="Also log prompts and responses (default: labels and timings only).")] = False,
+    pattern: Annotated[list[str], typer.Option("--pattern", help="Regex with named groups question / response for your own judge template (repeatable).")] = [],
+) -> None:
+    """Serve the judge as an OpenAI-compatible endpoint: point OPENAI_BASE_URL at http://HOST:PORT/v1."""
+    from judge.serve import serve as run_server
+
+    try:
+        run_server(judge_dir, host=host, port=port, api_key=api_key, log_content=log_content, patterns=pattern)
+    except InputError as exc:
+        raise fail(exc) from None
+
+
+if __name__ == "__main__":
+    app()

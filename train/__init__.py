@@ -1,1 +1,0 @@
-"""Training: turn teacher-labelled records into a judge artifact (see `train.distill.distill`)."""
