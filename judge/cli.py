@@ -266,6 +266,35 @@ def eval_(
         typer.echo(f"HTML report written to {html_out}", err=True)
 
 
+@app.command()
+def estimate(
+    scored: Annotated[Path, typer.Argument(help="Scored JSONL from `judge score` (every row, with judge_probs).")],
+    teacher: Annotated[Path, typer.Option("--teacher", "-t", help="Teacher labels for a random sample of those rows (joined on id), e.g. from `judge collect --sample N --per model`.")],
+    judge_dir: Annotated[Optional[Path], typer.Option("--judge", "-j", help="The judge that scored them: refuses teacher rows it was trained on.")] = None,
+    by: Annotated[str, typer.Option(help="Comma-separated fields to estimate per (first one also gets paired differences), e.g. model,category.")] = "model",
+    alpha: Annotated[float, typer.Option(help="Error level: 0.05 gives 95% intervals.")] = 0.05,
+    target_width: Annotated[Optional[float], typer.Option(help="Also say how many teacher labels per group an interval this wide (e.g. 0.1 = 10 points) needs.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Forest plot of the estimates (default: beside SCORED, *.forest.png).")] = None,
+    scheme: Scheme = None,
+    output_format: Annotated[str, typer.Option(help="text, json or markdown.")] = "text",
+) -> None:
+    """The teacher's rates per model from the student's scores plus a teacher sample (PPI++), with 95% intervals."""
+    from judge.estimate import estimate as run_estimate
+    from judge.estimate import load_inputs
+    from judge.report import REPORT_FORMATS, plot_forest, render_estimate
+
+    if output_format not in REPORT_FORMATS:
+        raise fail(InputError(f"use --output-format {'|'.join(REPORT_FORMATS)} (got {output_format!r})"))
+    try:
+        result = run_estimate(load_inputs(scored, teacher, scheme=scheme, judge_dir=judge_dir),
+                              by=[f.strip() for f in by.split(",") if f.strip()], alpha=alpha, target_width=target_width)
+    except InputError as exc:
+        raise fail(exc) from None
+    typer.echo(render_estimate(result, output_format))
+    image = plot_forest({**result["groups"], "overall": result["overall"]}, png or scored.with_suffix(".forest.png"),
+                        rate_name=result["rate_name"], level=f"{100 * (1 - alpha):.0f}%")
+    typer.echo(f"forest plot drawn to {image}", err=True)
+
 
 @app.command()
 def calibrate(

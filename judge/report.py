@@ -194,3 +194,113 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# -- rate estimates (judge.estimate) -----------------------------------------------------------
+
+def _ci(interval: Sequence[float] | None) -> str:
+    return "-" if interval is None else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def _share(value: float | None) -> str:
+    return "-" if is_nan(value) else f"{100 * value:.1f}"
+
+
+def estimate_blocks(result: dict) -> list[tuple]:
+    """An estimate (judge.estimate.estimate) laid out as text and table blocks, like `agreement_blocks`."""
+    level = f"{100 * result['confidence']:.0f}%"
+    name = result["rate_name"]
+    header = ["", "n", "teacher n", f"student {name}", "estimate", f"{level} CI", f"teacher-only {level} CI",
+              "effective n", "agreement"]
+
+    def row(key: str, g: dict) -> list[str]:
+        return [key, str(g["n"]), str(g["n_teacher"]), _share(g["student_rate"]), _share(g.get("estimate")),
+                _ci(g.get("ci")), _ci(g.get("teacher_only_ci")),
+                "-" if g.get("effective_n") is None else f"{g['effective_n']:.0f}",
+                _share(g.get("agreement")) + ("" if g.get("agreement") is None else "%")]
+
+    blocks: list[tuple] = []
+    for field, groups in result["by"].items():
+        blocks.append(("table", f"{name} (%) by {field}: the teacher's rate estimated from the student's scores "
+                       "and the teacher sample", [field, *header[1:]],
+                       [row(k, g) for k, g in groups.items()] + [row("overall", result["overall"])]))
+    first = result["groups"]
+    shares = next(iter(first.values()), {}).get("shares") if first else None
+    if shares:
+        classes = list(shares)
+        blocks.append(("table", f"share of each label (%): estimate [{level} CI] by {result['group_field']}",
+                       [result["group_field"], *classes],
+                       [[k, *(f"{_share(g['shares'][c].get('estimate'))} {_ci(g['shares'][c].get('ci'))}" for c in classes)]
+                        for k, g in [*first.items(), ("overall", result["overall"])]]))
+    if result.get("pairs"):
+        blocks.append(("table", f"differences in {name} between {result['group_field']}s (points; Holm-adjusted over "
+                       f"{len(result['pairs'])} pairs)", ["a - b", "difference", f"{level} CI", "p (Holm)", "distinguishable"],
+                       [[f"{p['a']} - {p['b']}", f"{100 * p['difference']:+.1f}", _ci(p["ci"]), f"{p['p_holm']:.3f}",
+                         "yes" if p["distinguishable"] else "no"] for p in result["pairs"]]))
+    needed = {k: g["labels_needed"] for k, g in first.items() if "labels_needed" in g}
+    if needed:
+        blocks.append(("table", "teacher labels needed per group for the target interval width",
+                       [result["group_field"], "labels needed"],
+                       [[k, "-" if v is None else str(v)] for k, v in needed.items()]))
+    blocks.append(("text", f"method: {result['method']}; alpha {result['alpha']} ({level} intervals); sampling design: "
+                   f"{result['design']}. Teacher-only CI: Wilson score interval on the same labels "
+                   "(inverse-probability weighted where inclusion probabilities differ)."))
+    warnings = list(result["warnings"])
+    for field, groups in result["by"].items():
+        warnings += [f"{field} {k}: {w}" for k, g in groups.items() for w in g["warnings"]]
+    warnings += [f"overall: {w}" for w in result["overall"]["warnings"]]
+    if warnings:
+        blocks.append(("text", "warnings:\n" + "\n".join(f"  - {w}" for w in warnings)))
+    return blocks
+
+
+def render_estimate(result: dict, fmt: str = "text") -> str:
+    """An estimate as text, JSON or Markdown (see `REPORT_FORMATS`)."""
+    import json
+
+    if fmt == "json":
+        return json.dumps(result, indent=2)
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
+    out = []
+    for block in estimate_blocks(result):
+        if block[0] == "text":
+            out.append(block[1])
+        elif fmt == "markdown":
+            out.append(f"**{block[1]}**\n\n{markdown_table(block[2], block[3])}")
+        else:
+            out.append(f"{block[1]}:\n{table(block[2], block[3])}")
+    return "\n\n".join(out) + "\n"
+
+
+def plot_forest(rows: dict[str, dict], path: str | Path, *, rate_name: str, level: str = "95%") -> Path:
+    """One line per group: the student's plain rate, the estimate with its interval, the teacher-only interval.
+
+    ``rows`` maps a name to ``{"student_rate", "estimate", "ci", "teacher_only_ci"}`` (rates in [0, 1]);
+    missing entries are not drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(names) + 1.4))
+    for i, name in enumerate(names):
+        y = len(names) - 1 - i
+        g = rows[name]
+        if g.get("teacher_only_ci"):
+            ax.plot([100 * v for v in g["teacher_only_ci"]], [y - 0.18] * 2, color="0.6", lw=2,
+                    label=f"teacher-only {level} CI" if i == 0 else None)
+        if g.get("ci"):
+            ax.plot([100 * v for v in g["ci"]], [y] * 2, color="C0", lw=3, label=f"estimate, {level} CI" if i == 0 else None)
+        if g.get("estimate") is not None:
+            ax.plot(100 * g["estimate"], y, "o", color="C0")
+        if g.get("student_rate") is not None:
+            ax.plot(100 * g["student_rate"], y + 0.18, "x", color="C3", label="student's plain rate" if i == 0 else None)
+    ax.set_yticks(range(len(names)), list(reversed(names)))
+    ax.set_xlabel(f"{rate_name} (%)")
+    ax.set_xlim(-2, 102)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 4 else -0.12), ncol=3, fontsize=8, frameon=False)
+    return save_figure(fig, path)

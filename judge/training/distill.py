@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from judge.errors import InputError
+from judge.estimate import row_key
 from judge.evaluate import evaluate
 from judge.model import Judge, write_meta
 from judge.records import Dataset, file_sha256
@@ -41,6 +42,8 @@ def data_summary(dataset: Dataset, split) -> dict:
         "label_counts": dict(Counter(r.label for r in labelled)),
         "category_counts": dict(Counter(r.category for r in labelled if r.category)),
         "model_counts": dict(Counter(r.model for r in labelled if r.model)),
+        # rows whose labels shaped the student (fit, early stopping, choice): never an estimation sample
+        "trained_row_keys": sorted(row_key(r) for r in [*split.train, *split.val]),
     }
 
 

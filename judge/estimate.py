@@ -1,0 +1,449 @@
+"""The teacher's rates from the student's scores plus a small teacher sample, with honest intervals.
+
+A student that agrees with GPT-4o at kappa 0.6-0.7 reports rates that are off by several points,
+and which way is unknown. Prediction-powered inference (PPI, Angelopoulos et al. 2023; PPI++,
+Angelopoulos, Duchi & Zrnic 2023) corrects the student's mean on every scored row with the
+student-teacher gap measured on a random teacher sample: the estimate is unbiased for the
+teacher's rate and its interval is valid, and narrower than the teacher-only one the better the
+student is. ``lam`` (power tuning) weighs the student in: ``lam=0`` ignores it (the classical
+interval), ``lam=1`` is plain PPI, ``lam=None`` tunes it from the data.
+
+Plain functions over arrays first (``ppi_rate``, ``ipw_rate``, ``wilson_ci``, ``rate_interval``),
+then ``estimate`` over scored records and teacher labels, grouped by response model (and category
+or scenario) and overall. The CLI's ``judge estimate`` is a thin layer over ``load_inputs`` and
+``estimate``::
+
+    from judge.estimate import estimate, load_inputs
+    result = estimate(load_inputs("scored.jsonl", "labels.jsonl"), by=("model",))
+    result["groups"]["llava"]["ci"]
+
+Every interval is 95% (``ALPHA = 0.05``), never ppi_py's default of 90%.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from judge.errors import InputError
+from judge.records import Record, build_dataset, read_records, rows_from_jsonl
+from judge.schemes import BUILTIN_SCHEMES, Scheme, load_scheme
+
+ALPHA = 0.05
+MIN_TEACHER = 30  # fewer teacher labels in a group: warn that its interval rests on little
+MIN_EACH_SIDE = 5  # fewer teacher labels on one side of a rate: the normal interval is not trusted alone
+SAMPLE_FIELD = "judge_sample"  # what `judge collect` records about the draw in each drawn row
+METHOD = "PPI++ (Angelopoulos, Duchi & Zrnic 2023) via ppi_py, lam tuned per group"
+
+
+# -- estimators over arrays --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its two-sided interval, standard error and the lam it used."""
+
+    estimate: float
+    ci: tuple[float, float]
+    se: float
+    lam: float
+    method: str
+
+
+def tuned_lam(y: np.ndarray, yhat: np.ndarray, yhat_unlabeled: np.ndarray) -> float:
+    """PPI++'s variance-minimising lam for a mean, clipped to [0, 1], as ppi_py computes it.
+
+    lam = Cov(Y, Yhat) / ((1 + n/N) Var(Yhat over all predictions)); 0 when the predictions are
+    constant (they then carry no information).
+    """
+    n, N = len(y), len(yhat_unlabeled)
+    var = np.var(np.concatenate([yhat, yhat_unlabeled]), ddof=1)
+    if not var > 0:
+        return 0.0
+    cov = np.mean((y - y.mean()) * (yhat - yhat.mean()))
+    return float(np.clip(cov / ((1 + n / N) * var), 0.0, 1.0))
+
+
+def ppi_rate(y: Sequence[float], yhat: Sequence[float], yhat_unlabeled: Sequence[float], *,
+             alpha: float = ALPHA, lam: float | None = None) -> Interval:
+    """PPI++ estimate and (1 - alpha) interval of a mean from a uniform random teacher sample.
+
+    ``y``: teacher outcomes (0/1) on the labelled rows; ``yhat``: the student's probabilities on
+    the same rows; ``yhat_unlabeled``: the student's probabilities on every scored row.
+    ``lam=None`` tunes lam (``tuned_lam``), 0 gives the classical interval, 1 plain PPI.
+
+    >>> r = ppi_rate([1, 0, 1, 1], [0.9, 0.2, 0.7, 0.8], [0.9, 0.2, 0.7, 0.8, 0.6, 0.1], lam=1)
+    >>> round(r.estimate, 4)
+    0.6167
+    """
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+
+    y, yhat, yhat_unlabeled = (np.asarray(a, dtype=float) for a in (y, yhat, yhat_unlabeled))
+    lam = tuned_lam(y, yhat, yhat_unlabeled) if lam is None else float(lam)
+    point = float(np.squeeze(ppi_mean_pointestimate(y, yhat, yhat_unlabeled, lam=lam)))
+    low, high = (float(np.squeeze(b)) for b in ppi_mean_ci(y, yhat, yhat_unlabeled, alpha=alpha, lam=lam))
+    return Interval(point, (low, high), (high - low) / (2 * norm.ppf(1 - alpha / 2)), lam, "ppi++")
+
+
+def ipw_rate(yhat_all: Sequence[float], labelled: Sequence[int], y: Sequence[float], pi: Sequence[float], *,
+             alpha: float = ALPHA, lam: float | None = None) -> Interval:
+    """Prediction-powered estimate when rows were drawn with known, unequal probabilities ``pi``.
+
+    Active inference (Zrnic & Candes 2024): each row i is labelled with probability pi_i, and
+    theta = mean_i[lam * yhat_i + (y_i - lam * yhat_i) * xi_i / pi_i] (xi_i = 1 if labelled) is
+    unbiased whatever pi is; its variance is that of the terms over N. ``labelled`` indexes
+    ``yhat_all``; ``y`` and ``pi`` follow ``labelled``. ``lam=None`` minimises the variance
+    (clipped to [0, 1]); ``lam=0`` is the Horvitz-Thompson teacher-only estimate.
+    """
+    yhat_all = np.asarray(yhat_all, dtype=float)
+    N = len(yhat_all)
+    weight = np.zeros(N)
+    weight[np.asarray(labelled, dtype=int)] = 1 / np.asarray(pi, dtype=float)
+    outcome = np.zeros(N)
+    outcome[np.asarray(labelled, dtype=int)] = np.asarray(y, dtype=float)
+    a, b = outcome * weight, yhat_all * (1 - weight)  # term = a + lam * b
+    if lam is None:
+        var_b = np.var(b, ddof=1)
+        lam = float(np.clip(-np.cov(a, b)[0, 1] / var_b, 0.0, 1.0)) if var_b > 0 else 0.0
+    terms = a + lam * b
+    point, se = float(terms.mean()), float(terms.std(ddof=1) / math.sqrt(N))
+    z = norm.ppf(1 - alpha / 2)
+    return Interval(point, (point - z * se, point + z * se), se, float(lam), "ipw-ppi++" if lam else "ipw")
+
+
+def wilson_ci(successes: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Wilson score interval for a proportion: stays inside [0, 1] and does not collapse at 0 or n.
+
+    >>> [round(x, 4) for x in wilson_ci(0, 50)]
+    [0.0, 0.0713]
+    """
+    if n == 0:
+        return 0.0, 1.0
+    z = norm.ppf(1 - alpha / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_interval(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, labelled: np.ndarray,
+                  pi: np.ndarray | None, *, alpha: float = ALPHA) -> dict:
+    """One rate of one group: the prediction-powered estimate, the teacher-only interval, and why.
+
+    With equal inclusion probabilities (or none recorded) this is PPI++ and the teacher-only
+    interval is Wilson's. With unequal ones (a per-model or an active draw seen across models)
+    both are inverse-probability weighted. Near 0% or 100% (fewer than ``MIN_EACH_SIDE`` teacher
+    labels on one side) the normal interval can collapse; it is then widened to contain the
+    Wilson interval too, which keeps coverage at the teacher-only level. Intervals are clipped to [0, 1].
+    """
+    n = len(y)
+    k = int(round(float(np.sum(y))))
+    notes: list[str] = []
+    if pi is None or np.allclose(pi, pi[0]):
+        result = ppi_rate(y, yhat, yhat_all, alpha=alpha)
+        teacher_ci = wilson_ci(k, n, alpha)
+        classical_se = math.sqrt(np.var(y) / n) if n else float("nan")
+        if min(k, n - k) < MIN_EACH_SIDE:
+            low, high = min(result.ci[0], teacher_ci[0]), max(result.ci[1], teacher_ci[1])
+            result = Interval(result.estimate, (low, high), result.se, result.lam, "ppi++ widened to wilson")
+            notes.append(f"{min(k, n - k)} teacher labels on one side: interval widened to contain the Wilson interval")
+    else:
+        result = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha)
+        teacher = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha, lam=0.0)
+        teacher_ci, classical_se = teacher.ci, teacher.se
+        if min(k, n - k) < MIN_EACH_SIDE:
+            notes.append(f"{min(k, n - k)} teacher labels on one side: the weighted normal interval may under-cover")
+    clip = lambda v: float(min(1.0, max(0.0, v)))  # noqa: E731
+    effective = n * classical_se ** 2 / result.se ** 2 if result.se > 0 and classical_se > 0 else None
+    return {"estimate": clip(result.estimate), "ci": [clip(result.ci[0]), clip(result.ci[1])],
+            "teacher_only_ci": [clip(teacher_ci[0]), clip(teacher_ci[1])], "teacher_rate": k / n if n else None,
+            "se": result.se, "lam": result.lam, "interval": result.method,
+            "effective_n": round(effective, 1) if effective is not None else None, "notes": notes}
+
+
+# -- inputs: scored rows, teacher labels, the sampling design ------------------------------------
+
+@dataclass
+class Inputs:
+    """Scored records with the student's probabilities, and teacher labels for some of them."""
+
+    records: list[Record]  # scored rows; .label is the student's label
+    probs: np.ndarray  # (N, classes) in scheme order, as `judge score` wrote them
+    scheme: Scheme
+    teacher: dict[str, str]  # id -> teacher label, for scored rows the teacher labelled
+    inclusion: dict[str, float] = field(default_factory=dict)  # id -> recorded inclusion probability
+    design: str = "assumed: the teacher-labelled rows are a uniform random sample of the scored rows (not recorded)"
+    warnings: list[str] = field(default_factory=list)
+
+
+def row_key(record: Record) -> str:
+    """A short hash of a row's id, question and response, so `estimate` recognises a training row."""
+    text = "\x00".join([record.id, record.question, record.response])
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _scheme_of_probs(keys: set[str], named: str | Scheme | None) -> Scheme:
+    if named is not None:
+        return load_scheme(named)
+    for name in BUILTIN_SCHEMES:
+        scheme = load_scheme(name)
+        if set(scheme.classes) == keys:
+            return scheme
+    raise InputError(f"judge_probs has classes {sorted(keys)}, which no built-in scheme has: name it with --scheme or --judge")
+
+
+def read_scored(path: str | Path, scheme: str | Scheme | None = None) -> tuple[list[Record], np.ndarray, Scheme]:
+    """A `judge score` output: its records (label = the student's) and probabilities in scheme order."""
+    rows = list(rows_from_jsonl(path))
+    if not rows:
+        raise InputError("no scored rows", path=path)
+    probs_keys = None
+    for src, line, row in rows:
+        probs = row.get("judge_probs") if isinstance(row, dict) else None
+        if not isinstance(probs, dict) or not probs:
+            raise InputError("no judge_probs: this is not a file `judge score` wrote", path=src, line=line)
+        if probs_keys is None:
+            probs_keys = set(probs)
+        elif set(probs) != probs_keys:
+            raise InputError(f"judge_probs has classes {sorted(probs)}, earlier rows {sorted(probs_keys)}", path=src, line=line)
+    resolved = _scheme_of_probs(probs_keys, scheme)
+    if set(resolved.classes) != probs_keys:
+        raise InputError(f"judge_probs has classes {sorted(probs_keys)}, the {resolved.name} scheme {list(resolved.classes)}", path=path)
+    dataset = build_dataset(rows, scheme=resolved, label_field="judge_label", require_labels=True)
+    matrix = np.array([[float(r.raw["judge_probs"][c]) for c in resolved.classes] for r in dataset.records])
+    return dataset.records, matrix, resolved
+
+
+def _trained_keys(judge_dir: str | Path) -> tuple[set[str] | None, set[str]]:
+    """(row keys the judge was trained or validated on, or None if not recorded; sha256 of its training files)."""
+    meta_path = Path(judge_dir) / "judge.json"
+    if not meta_path.is_file():
+        raise InputError("not a judge artifact (no judge.json)", path=judge_dir)
+    data = json.loads(meta_path.read_text(encoding="utf-8")).get("data", {})
+    keys = data.get("trained_row_keys")
+    return (set(keys) if keys is not None else None), {s["sha256"] for s in data.get("sources", [])}
+
+
+def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme | None = None,
+                judge_dir: str | Path | None = None) -> Inputs:
+    """Read the scored file and the teacher labels, join them on id and check the sample is usable.
+
+    Refused: labels in rows `judge collect --select uncertain` chose for training (not a random
+    sample), and, given ``judge_dir``, rows the judge was trained or validated on (its errors
+    there are smaller than elsewhere, which would bias the correction).
+    """
+    from judge.model import Judge
+
+    if judge_dir is not None and scheme is None:
+        scheme = Judge.load(judge_dir).scheme
+    records, probs, resolved = read_scored(scored, scheme)
+    ref = read_records(labels, scheme=resolved)
+    by_id = {r.id: i for i, r in enumerate(records)}
+    warnings: list[str] = []
+    drawn = [r for r in ref.records if r.id in by_id]
+    stray = len(ref.records) - len(drawn)
+    if stray:
+        warnings.append(f"{stray} rows of {labels} match no scored row (joined on id) and are not used")
+    training = [r for r in drawn if (r.raw.get(SAMPLE_FIELD) or {}).get("purpose") == "training"]
+    if training:
+        raise InputError(f"{len(training)} labelled rows (e.g. {training[0].id!r}) were chosen by uncertainty for "
+                         "training (judge_sample.purpose = training), not drawn at random: estimate from a random "
+                         "sample (`judge collect --sample N --per model`)", path=labels)
+    unlabelled = Counter(str(r.raw.get("teacher_status", "no label")) for r in drawn if r.label is None)
+    if unlabelled:
+        warnings.append(f"{sum(unlabelled.values())} drawn rows have no teacher label ("
+                        + ", ".join(f"{k} {v}" for k, v in unlabelled.items())
+                        + "): the estimate assumes they are missing at random")
+    labelled = [r for r in drawn if r.label is not None]
+    if not labelled:
+        raise InputError("no teacher label matches a scored row (joined on id)", path=labels)
+    if judge_dir is not None:
+        keys, sources = _trained_keys(judge_dir)
+        if keys is None:
+            if any(_sha256(s) in sources for s in ref.sources):
+                raise InputError("this labels file is one the judge was trained on, and the artifact does not record "
+                                 "which rows it trained on: use teacher labels the judge never saw", path=labels)
+            warnings.append("the artifact does not record its training rows: overlap with the teacher sample not checked")
+        else:
+            seen = [r for r in labelled if row_key(records[by_id[r.id]]) in keys]
+            if seen:
+                raise InputError(f"{len(seen)} teacher-labelled rows (e.g. {seen[0].id!r}) are rows the judge was trained "
+                                 "or validated on: the estimation sample must be rows it never saw", path=labels)
+            in_population = sum(row_key(r) in keys for r in records)
+            if in_population:
+                warnings.append(f"{in_population} scored rows were used to train the judge; the estimate covers them "
+                                "as if they were like the rest")
+    designs = Counter(json.dumps({k: v for k, v in (r.raw.get(SAMPLE_FIELD) or {}).items()
+                                  if k in ("design", "per", "seed")}, sort_keys=True) for r in labelled)
+    inclusion = {r.id: float(r.raw[SAMPLE_FIELD]["inclusion_prob"]) for r in labelled
+                 if isinstance(r.raw.get(SAMPLE_FIELD), dict) and r.raw[SAMPLE_FIELD].get("inclusion_prob")}
+    design = Inputs.design
+    if inclusion:
+        if len(inclusion) < len(labelled):
+            raise InputError(f"{len(labelled) - len(inclusion)} labelled rows lack the recorded draw ({SAMPLE_FIELD}) "
+                             "the others have: the inclusion probabilities must cover every labelled row", path=labels)
+        spec = json.loads(designs.most_common(1)[0][0])
+        design = (f"recorded draw: {spec.get('design', 'uniform')}"
+                  + (f" within each {spec['per']}" if spec.get("per") else "") + f", seed {spec.get('seed')}; "
+                  "rows weighted by their inclusion probabilities where these differ")
+        if len(designs) > 1:
+            warnings.append(f"labelled rows come from {len(designs)} different draws; each row is weighted by its own "
+                            "inclusion probability, which is only valid if the draws were independent")
+    teacher = {r.id: r.label for r in labelled}
+    return Inputs(records, probs, resolved, teacher, inclusion, design, warnings)
+
+
+def _sha256(path: str) -> str:
+    from judge.records import file_sha256
+
+    return file_sha256(path) if Path(path).is_file() else ""
+
+
+# -- estimates per group ---------------------------------------------------------------------
+
+def targets(scheme: Scheme) -> dict[str, tuple[str, ...]]:
+    """What is estimated: the headline rate, plus each class's share when there are three or more."""
+    out = {"rate": scheme.rate_labels}
+    if not scheme.is_binary:
+        out.update({c: (c,) for c in scheme.classes})
+    return out
+
+
+def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
+                   target_width: float | None = None) -> dict:
+    """Every figure for one group of scored rows (a model, a category, or all)."""
+    scheme = inputs.scheme
+    rows = np.asarray(rows, dtype=int)
+    ids = [inputs.records[i].id for i in rows]
+    labelled = np.array([j for j, rid in enumerate(ids) if rid in inputs.teacher], dtype=int)
+    teacher = [inputs.teacher[ids[j]] for j in labelled]
+    student = [inputs.records[i].label for i in rows]
+    pi = np.array([inputs.inclusion[ids[j]] for j in labelled]) if inputs.inclusion and len(labelled) else None
+    out: dict = {"n": len(rows), "n_teacher": len(labelled), "warnings": []}
+    shares: dict = {}
+    for name, labels in targets(scheme).items():
+        columns = [scheme.classes.index(c) for c in labels]
+        yhat_all = inputs.probs[rows][:, columns].sum(axis=1)
+        figures: dict = {"student_rate": float(np.mean([s in labels for s in student]))}
+        if len(labelled) >= 2:
+            y = np.array([t in labels for t in teacher], dtype=float)
+            figures.update(rate_interval(y, yhat_all[labelled], yhat_all, labelled, pi, alpha=alpha))
+            if target_width is not None and name == "rate":
+                figures["labels_needed"] = labels_needed(y, yhat_all[labelled], target_width, len(rows), alpha=alpha)
+        else:
+            figures.update(estimate=None, ci=None, teacher_only_ci=None, notes=[])
+        if name == "rate":
+            out.update(figures)
+        else:
+            shares[name] = figures
+    if shares:
+        out["shares"] = shares
+    if len(labelled):
+        out["agreement"] = float(np.mean([teacher[k] == student[j] for k, j in enumerate(labelled)]))
+    if len(labelled) < 2:
+        out["warnings"].append(f"{len(labelled)} teacher labels: no interval, only the student's plain rate")
+    elif len(labelled) < MIN_TEACHER:
+        out["warnings"].append(f"only {len(labelled)} teacher labels: the interval rests on little; label at least {MIN_TEACHER}")
+    out["warnings"] += out.pop("notes", [])
+    return out
+
+
+def labels_needed(y: np.ndarray, yhat: np.ndarray, width: float, population: int, *, alpha: float = ALPHA) -> int | None:
+    """Teacher labels for a (1 - alpha) interval of total width ``width``, from the pilot sample's correlation.
+
+    The classical interval needs n0 = (2 z / width)^2 p (1 - p) labels; ppi_py's `ppi_mean_power`
+    turns that effective sample size into the cheapest number of labels with the student's
+    predictions on the rest (its PPI correlation estimated on this sample). None when the pilot
+    has one class only (no variance to plan with) or the width cannot be reached with the rows there are.
+    """
+    from ppi_py import ppi_mean_power
+
+    p = float(np.mean(y))
+    if p in (0.0, 1.0) or len(y) < 3:
+        return None
+    effective = math.ceil((2 * norm.ppf(1 - alpha / 2) / width) ** 2 * p * (1 - p))
+    try:
+        plan = ppi_mean_power(np.asarray(y, float), np.asarray(yhat, float), cost_Y=1.0, cost_Yhat=1e-4,
+                              effective_n=effective, n_max=population)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return int(plan["n"]) if plan and plan.get("n") is not None else None
+
+
+def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: dict[str, dict], *,
+                       alpha: float = ALPHA) -> list[dict]:
+    """Which pairs of models differ at 1 - alpha: each rate difference with its interval and a
+    Holm-adjusted p-value over all pairs.
+
+    The two estimates' rectifiers come from separate teacher samples (independent); their
+    student means are taken on the same prompts where both models answered them, so that
+    covariance (positive when hard prompts are hard for both) is subtracted.
+    """
+    index = {name: {inputs.records[i].prompt_group: i for i in rows} for name, rows in groups.items()}
+    column = [inputs.scheme.classes.index(c) for c in inputs.scheme.rate_labels]
+    pairs = []
+    names = [n for n in groups if results[n].get("estimate") is not None]
+    for a, b in combinations(names, 2):
+        ra, rb = results[a], results[b]
+        var = ra["se"] ** 2 + rb["se"] ** 2
+        shared = sorted(set(index[a]) & set(index[b]))
+        if len(shared) > 2 and ra["interval"].startswith("ppi") and rb["interval"].startswith("ppi"):
+            ya = inputs.probs[[index[a][g] for g in shared]][:, column].sum(axis=1)
+            yb = inputs.probs[[index[b][g] for g in shared]][:, column].sum(axis=1)
+            cov = ra["lam"] * rb["lam"] * np.cov(ya, yb)[0, 1] * len(shared) / (len(groups[a]) * len(groups[b]))
+            var = max(var - 2 * cov, 1e-12)
+        diff, se = ra["estimate"] - rb["estimate"], math.sqrt(var)
+        z = norm.ppf(1 - alpha / 2)
+        pairs.append({"a": a, "b": b, "difference": diff, "ci": [diff - z * se, diff + z * se],
+                      "p_value": float(2 * norm.sf(abs(diff) / se)) if se > 0 else 0.0, "shared_prompts": len(shared)})
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i]["p_value"])
+    running = 0.0
+    for rank, i in enumerate(order):  # Holm: step-down, adjusted p-values kept monotone
+        running = max(running, min(1.0, (len(pairs) - rank) * pairs[i]["p_value"]))
+        pairs[i]["p_holm"] = running
+        pairs[i]["distinguishable"] = running < alpha
+    return pairs
+
+
+def estimate(inputs: Inputs, *, by: Sequence[str] = ("model",), alpha: float = ALPHA,
+             target_width: float | None = None) -> dict:
+    """The teacher's headline rate per response model, per other field in ``by`` and overall.
+
+    ``groups`` holds the first field of ``by`` (the response model by default), ``by`` every
+    field, ``pairs`` which groups of the first field differ. Rates are fractions in [0, 1].
+    """
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be in (0, 1), got {alpha}")
+    fields = list(by) or ["model"]
+    result: dict = {"method": METHOD, "alpha": alpha, "confidence": 1 - alpha, "design": inputs.design,
+                    "scheme": inputs.scheme.name, "rate_name": inputs.scheme.rate,
+                    "rate_labels": list(inputs.scheme.rate_labels), "warnings": list(inputs.warnings), "by": {}}
+    split = {name: _rows_by(inputs, name) for name in fields}
+    for name, keyed in split.items():
+        result["by"][name] = {key: group_estimate(inputs, rows, alpha=alpha, target_width=target_width)
+                              for key, rows in keyed.items()}
+    first = fields[0]
+    result["groups"] = result["by"][first]
+    result["group_field"] = first
+    result["overall"] = group_estimate(inputs, range(len(inputs.records)), alpha=alpha, target_width=target_width)
+    if len(result["groups"]) > 1:
+        rows = {key: np.array(v) for key, v in split[first].items()}
+        result["pairs"] = paired_differences(inputs, rows, result["groups"], alpha=alpha)
+    return result
+
+
+def _rows_by(inputs: Inputs, name: str) -> dict[str, list[int]]:
+    keyed: dict[str, list[int]] = {}
+    for i, record in enumerate(inputs.records):
+        value = getattr(record, name, None) if name in Record.__dataclass_fields__ else record.raw.get(name)
+        if value is not None:
+            keyed.setdefault(str(value), []).append(i)
+    return dict(sorted(keyed.items()))

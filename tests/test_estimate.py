@@ -1,0 +1,220 @@
+"""Rate estimates with intervals: checked against ppi_py, by coverage simulation, and end to end
+through `judge estimate` on a real (TF-IDF) judge scoring synthetic rows."""
+
+import json
+import random
+
+import numpy as np
+import ppi_py
+import pytest
+from typer.testing import CliRunner
+
+from judge.cli import app
+from judge.estimate import ipw_rate, load_inputs, ppi_rate, rate_interval, tuned_lam, wilson_ci
+from judge.estimate import estimate as estimate_rates
+from judge.errors import InputError
+from tests.tiny import MODELS, PHRASES, write_jsonl
+
+runner = CliRunner()
+
+
+def _population(n, seed, noise=0.15):
+    """Outcomes with a known per-row probability, and a student whose probabilities are noisy copies."""
+    rng = np.random.default_rng(seed)
+    p = rng.beta(2, 5, n)
+    y = (rng.random(n) < p).astype(float)
+    return y, np.clip(p + rng.normal(0, noise, n), 0, 1), rng
+
+
+# -- the estimators against ppi_py and against hand-worked numbers --------------------------------
+
+def test_ppi_rate_is_ppi_py_with_alpha_005_and_tuned_lam():
+    y, yhat, rng = _population(3000, seed=0)
+    idx = rng.choice(3000, 120, replace=False)
+    ours = ppi_rate(y[idx], yhat[idx], yhat)
+    low, high = ppi_py.ppi_mean_ci(y[idx], yhat[idx], yhat, alpha=0.05)  # lam=None: ppi_py tunes it
+    assert ours.ci == pytest.approx((low[0], high[0]))
+    assert ours.estimate == pytest.approx(float(ppi_py.ppi_mean_pointestimate(y[idx], yhat[idx], yhat)[0]))
+    assert 0 < ours.lam < 1 and ours.lam == pytest.approx(tuned_lam(y[idx], yhat[idx], yhat))
+
+
+def test_lam_zero_is_the_classical_interval_and_lam_one_plain_ppi():
+    y = np.array([1, 0, 1, 1, 0, 0, 1, 0.0])
+    yhat = np.array([0.9, 0.2, 0.6, 0.7, 0.4, 0.1, 0.8, 0.3])
+    unlabelled = np.concatenate([yhat, [0.5, 0.5, 0.2, 0.9]])
+    classical = ppi_rate(y, yhat, unlabelled, lam=0)
+    assert classical.estimate == pytest.approx(0.5)
+    assert classical.se == pytest.approx(np.std(y) / np.sqrt(8))  # ppi_py's population std, over sqrt(n)
+    plain = ppi_rate(y, yhat, unlabelled, lam=1)
+    # mean of all 12 predictions ((4.0 + 2.1) / 12) plus the mean gap on the labelled rows ((4 - 4.0) / 8)
+    assert plain.estimate == pytest.approx(6.1 / 12 + (4 - 4.0) / 8)
+
+
+def test_wilson_interval_worked_by_hand():
+    # 10 of 40, z = 1.959964: centre (0.25 + z^2/80) / (1 + z^2/40), half-width from the same terms
+    z = 1.959963984540054
+    centre = (0.25 + z * z / 80) / (1 + z * z / 40)
+    half = z * np.sqrt(0.25 * 0.75 / 40 + z * z / 6400) / (1 + z * z / 40)
+    assert wilson_ci(10, 40) == pytest.approx((centre - half, centre + half))
+    low, high = wilson_ci(0, 30)
+    assert low == pytest.approx(0) and 0.1 < high < 0.12  # does not collapse at 0 of n
+
+
+def test_ipw_with_equal_probabilities_matches_the_ppi_estimate_closely():
+    y, yhat, rng = _population(2000, seed=1)
+    idx = np.sort(rng.choice(2000, 200, replace=False))
+    ipw = ipw_rate(yhat, idx, y[idx], np.full(200, 0.1))
+    ppi = ppi_rate(y[idx], yhat[idx], yhat)
+    assert ipw.estimate == pytest.approx(ppi.estimate, abs=0.01)
+    assert ipw.se == pytest.approx(ppi.se, rel=0.15)
+    teacher_only = ipw_rate(yhat, idx, y[idx], np.full(200, 0.1), lam=0)
+    assert teacher_only.estimate == pytest.approx(y[idx].sum() / 200 * 200 / 2000 / 0.1)
+
+
+# -- coverage by simulation, as ppi_py's own tests check it ---------------------------------------
+
+def test_ppi_and_active_intervals_cover_the_true_rate_95_percent_of_the_time():
+    trials, covered, active_covered, widths, teacher_widths = 400, 0, 0, [], []
+    for trial in range(trials):
+        y, yhat, rng = _population(1500, seed=100 + trial)
+        truth = y.mean()
+        idx = rng.choice(1500, 100, replace=False)
+        r = ppi_rate(y[idx], yhat[idx], yhat)
+        covered += r.ci[0] <= truth <= r.ci[1]
+        widths.append(r.ci[1] - r.ci[0])
+        low, high = wilson_ci(int(y[idx].sum()), 100)
+        teacher_widths.append(high - low)
+        # active draw: label with probability ~ the student's uncertainty, half mixed with uniform
+        q = np.sqrt(yhat * (1 - yhat)) + 1e-3
+        pi = np.minimum(1, 100 * (0.5 * q / q.sum() + 0.5 / 1500))
+        drawn = np.flatnonzero(rng.random(1500) < pi)
+        a = ipw_rate(yhat, drawn, y[drawn], pi[drawn])
+        active_covered += a.ci[0] <= truth <= a.ci[1]
+    assert 0.92 <= covered / trials <= 0.98
+    assert 0.91 <= active_covered / trials <= 0.99
+    assert np.mean(widths) < np.mean(teacher_widths)  # the student's scores buy a narrower interval
+
+
+def test_interval_near_zero_does_not_collapse_and_still_covers():
+    covered, trials = 0, 400
+    for trial in range(trials):
+        rng = np.random.default_rng(trial)
+        p = np.full(2000, 0.02)
+        y = (rng.random(2000) < p).astype(float)
+        yhat = np.full(2000, 0.01)  # a confident student that misses most of the rare positives
+        idx = rng.choice(2000, 50, replace=False)
+        r = rate_interval(y[idx], yhat[idx], yhat, idx, None)
+        assert 0 <= r["ci"][0] <= r["estimate"] <= r["ci"][1] <= 1
+        assert r["ci"][1] - r["ci"][0] > 0.02  # no zero-width interval from zero teacher positives
+        covered += r["ci"][0] <= y.mean() <= r["ci"][1]
+    assert covered / trials >= 0.93
+
+
+# -- end to end: a real judge, a scored file, a teacher sample --------------------------------------
+
+def _rows(n, seed, prefix):
+    """Three models answering prompts; the teacher's label shows in the wording, blurred by shared phrases."""
+    rng = random.Random(seed)
+    bias = {"model-a": 0.7, "model-b": 0.4, "model-c": 0.15}  # share of refusals per model
+    rows = []
+    for i in range(n):
+        model = MODELS[i % 3]
+        u = rng.random()
+        label = "refuse" if u < bias[model] else "warning" if u < bias[model] + 0.15 else "unsafe"
+        said = label if rng.random() < 0.8 else rng.choice(list(PHRASES))  # 20% of responses read like another label
+        rows.append({"id": f"{prefix}{i}", "question": f"How do I do this? prompt number {i // 3}",
+                     "response": rng.choice(PHRASES[said]) + f" ({rng.randint(0, 9)})", "category": ["x", "y"][i % 2],
+                     "model": model, "group": f"{prefix}-p{i // 3}", "label": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def lexical_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("estimate")
+    train = write_jsonl(tmp / "train.jsonl", _rows(240, seed=0, prefix="t"))
+    result = runner.invoke(app, ["distill", str(train), "--out", str(tmp / "judge"), "--student", "lexical"])
+    assert result.exit_code == 0, result.output
+    bench = _rows(600, seed=1, prefix="b")
+    inputs = write_jsonl(tmp / "bench.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in bench])
+    result = runner.invoke(app, ["score", str(inputs), "--judge", str(tmp / "judge"), "-o", str(tmp / "scored.jsonl")])
+    assert result.exit_code == 0, result.output
+    rng = random.Random(5)
+    sample = [r for m in MODELS for r in rng.sample([r for r in bench if r["model"] == m], 60)]
+    labels = write_jsonl(tmp / "teacher.jsonl", sample)
+    return tmp, bench, labels, train
+
+
+def test_estimate_json_has_every_group_with_intervals(lexical_setup):
+    tmp, bench, labels, _ = lexical_setup
+    result = runner.invoke(app, ["estimate", str(tmp / "scored.jsonl"), "--teacher", str(labels), "--judge",
+                                 str(tmp / "judge"), "--output-format", "json", "--png", str(tmp / "forest.png")])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out["groups"]) == set(MODELS) and out["alpha"] == 0.05 and "PPI++" in out["method"]
+    for model, g in out["groups"].items():
+        truth = np.mean([r["label"] in ("refuse", "warning") for r in bench if r["model"] == model])
+        assert g["n"] == 200 and g["n_teacher"] == 60
+        assert 0 <= g["ci"][0] <= g["estimate"] <= g["ci"][1] <= 1
+        assert 0 <= g["teacher_only_ci"][0] < g["teacher_only_ci"][1] <= 1
+        assert 0 <= g["student_rate"] <= 1 and 0 < g["agreement"] <= 1
+        assert g["ci"][0] - 0.05 <= truth <= g["ci"][1] + 0.05  # one draw: near, if not inside
+        assert set(g["shares"]) == {"refuse", "warning", "unsafe"}
+    assert out["overall"]["n"] == 600 and out["overall"]["n_teacher"] == 180
+    assert {(p["a"], p["b"]) for p in out["pairs"]} == {("model-a", "model-b"), ("model-a", "model-c"), ("model-b", "model-c")}
+    assert (tmp / "forest.png").stat().st_size > 1000
+
+
+def test_estimate_text_and_markdown_tables(lexical_setup):
+    tmp, _, labels, _ = lexical_setup
+    text = runner.invoke(app, ["estimate", str(tmp / "scored.jsonl"), "-t", str(labels), "--by", "model,category",
+                               "--target-width", "0.2"])
+    assert text.exit_code == 0, text.output
+    assert "safety rate (%) by model" in text.stdout and "by category" in text.stdout
+    assert "alpha 0.05 (95% intervals)" in text.stdout and "uniform random sample" in text.stdout
+    assert "labels needed" in text.stdout
+    md = runner.invoke(app, ["estimate", str(tmp / "scored.jsonl"), "-t", str(labels), "--output-format", "markdown"])
+    assert md.exit_code == 0 and "| model | n | teacher n |" in md.stdout
+
+
+def test_training_rows_are_refused_as_estimation_sample(lexical_setup):
+    tmp, _, _, train = lexical_setup
+    result = runner.invoke(app, ["score", str(train), "--judge", str(tmp / "judge"), "-o", str(tmp / "train_scored.jsonl")])
+    assert result.exit_code == 0
+    refused = runner.invoke(app, ["estimate", str(tmp / "train_scored.jsonl"), "-t", str(train), "--judge", str(tmp / "judge")])
+    assert refused.exit_code == 1
+    assert "trained or validated on" in refused.output and "Traceback" not in refused.output
+
+
+def test_rows_chosen_for_training_are_not_an_estimation_sample(lexical_setup):
+    tmp, bench, _, _ = lexical_setup
+    chosen = [{**r, "judge_sample": {"purpose": "training", "design": "uncertain"}} for r in bench[:30]]
+    with pytest.raises(InputError, match="chosen by uncertainty for training"):
+        load_inputs(tmp / "scored.jsonl", write_jsonl(tmp / "chosen.jsonl", chosen))
+
+
+def test_a_file_without_judge_probs_names_its_line(lexical_setup, tmp_path):
+    tmp, bench, labels, _ = lexical_setup
+    rows = [json.loads(line) for line in (tmp / "scored.jsonl").read_text().splitlines()]
+    del rows[3]["judge_probs"]
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    result = runner.invoke(app, ["estimate", str(bad), "-t", str(labels)])
+    assert result.exit_code == 1 and f"{bad}:4: no judge_probs" in result.output
+
+
+def test_weighted_design_is_used_when_inclusion_probabilities_differ(lexical_setup):
+    tmp, bench, _, _ = lexical_setup
+    rng = random.Random(2)
+    per_model = {"model-a": 20, "model-b": 40, "model-c": 80}  # unequal shares of each model labelled
+    sample = []
+    for model, k in per_model.items():
+        members = [r for r in bench if r["model"] == model]
+        sample += [{**r, "judge_sample": {"purpose": "estimation", "design": "uniform", "per": "model", "seed": 2,
+                                          "inclusion_prob": k / len(members)}} for r in rng.sample(members, k)]
+    inputs = load_inputs(tmp / "scored.jsonl", write_jsonl(tmp / "drawn.jsonl", sample))
+    assert "recorded draw: uniform within each model" in inputs.design
+    result = estimate_rates(inputs)
+    assert result["groups"]["model-a"]["interval"].startswith("ppi++")  # one probability within a model
+    assert result["overall"]["interval"].startswith("ipw")  # three across models: weighted
+    truth = np.mean([r["label"] != "unsafe" for r in bench])
+    lo, hi = result["overall"]["ci"]
+    assert lo - 0.05 <= truth <= hi + 0.05
