@@ -123,9 +123,13 @@ def collect(
     tpm: Annotated[Optional[int], typer.Option(help="Tokens-per-minute limit.")] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="Stop cleanly once this many USD are spent.")] = None,
     price: Annotated[Optional[str], typer.Option(help="Teacher price as USD per 1M input,output tokens, e.g. 2.5,10.")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="Label a seeded stratified sample of N records.")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="Label a seeded stratified sample of N records (N per group with --per).")] = None,
     stratify_by: Annotated[str, typer.Option(help="Comma-separated fields the sample keeps in proportion.")] = "model,category",
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+    per: Annotated[Optional[str], typer.Option(help="Draw --sample N records per value of this field (e.g. model) and record the draw for `judge estimate`.")] = None,
+    draw: Annotated[str, typer.Option(help="With --per: uniform, or active (more labels where the student is unsure, weighted back by `judge estimate`).")] = "uniform",
+    select: Annotated[Optional[str], typer.Option(help="'uncertain': label the --sample N unlabelled records the judge is least sure of (for training, never for estimates).")] = None,
+    judge_dir: Annotated[Optional[Path], typer.Option("--judge", "-j", help="Judge whose probabilities drive --draw active / --select uncertain (default: the rows' judge_probs).")] = None,
     batch: Annotated[bool, typer.Option(help="Use the Batch API (half price; a rerun resumes an interrupted batch).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print requests, cached and estimated cost; send nothing.")] = False,
     cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite).")] = Path("data_cache/teacher.sqlite"),
@@ -133,7 +137,7 @@ def collect(
     format_: Format = None,
 ) -> None:
     """Label responses with the teacher (GPT-4o); every answer is cached, so nothing is paid for twice."""
-    from judge.collect import TeacherConfig, collect as run_collect, format_plan, format_stats, labelled_rows, plan, stratified_sample
+    from judge.collect import TeacherConfig, collect as run_collect, format_plan, format_stats, labelled_rows, plan, teacher_sample
     from judge.records import read_records, write_jsonl
     from judge.teacher import BUILTIN_RUBRICS, parse_price
 
@@ -141,7 +145,8 @@ def collect(
         dataset = read_records(responses, format=format_, scheme=scheme or (rubric if rubric in BUILTIN_RUBRICS else None),
                                skip_invalid=skip_invalid)
         echo_skipped(dataset)
-        records = stratified_sample(dataset.records, sample, stratify_by.split(","), seed=seed) if sample else dataset.records
+        records, drawn = teacher_sample(dataset, sample, stratify_by=stratify_by.split(","), seed=seed, per=per,
+                                        draw=draw, select=select, judge_dir=judge_dir)
         config = TeacherConfig(model=teacher, base_url=base_url, api_key=api_key, rubric=rubric or dataset.scheme.name,
                                prompt_file=str(prompt_file) if prompt_file else None, images=images, concurrency=concurrency,
                                rpm=rpm, tpm=tpm, max_cost=max_cost, prices={teacher: parse_price(price)} if price else None,
@@ -154,7 +159,7 @@ def collect(
         result = run_collect(records, config, scheme=dataset.scheme, cache_path=cache, progress=True)
     except InputError as exc:
         raise fail(exc) from None
-    write_jsonl(output, labelled_rows(records, result))
+    write_jsonl(output, labelled_rows(records, result, drawn))
     typer.echo(format_stats(result.stats))
     typer.echo(f"wrote {len(records)} rows to {output}", err=True)
 
@@ -262,7 +267,16 @@ def eval_(
     if json_out:
         json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     if html_out:
-        html_out.write_text(format_html(report, images), encoding="utf-8")
+        estimated = None
+        if as_ is None:  # per-model rates with intervals, when the scored rows carry the student's probabilities
+            from judge.estimate import estimate as run_estimate, forest_rows, load_inputs
+            from judge.report import plot_forest
+            try:
+                estimated = run_estimate(load_inputs(scored, reference or scored, scheme=resolved))
+                images.append(plot_forest(forest_rows(estimated), html_out.with_suffix(".forest.png"), rate_name=estimated["rate_name"]))
+            except InputError as exc:
+                typer.echo(f"no rate intervals in the HTML report: {exc}", err=True)
+        html_out.write_text(format_html(report, images, estimate=estimated), encoding="utf-8")
         typer.echo(f"HTML report written to {html_out}", err=True)
 
 
@@ -280,7 +294,7 @@ def estimate(
 ) -> None:
     """The teacher's rates per model from the student's scores plus a teacher sample (PPI++), with 95% intervals."""
     from judge.estimate import estimate as run_estimate
-    from judge.estimate import load_inputs
+    from judge.estimate import forest_rows, load_inputs
     from judge.report import REPORT_FORMATS, plot_forest, render_estimate
 
     if output_format not in REPORT_FORMATS:
@@ -291,8 +305,8 @@ def estimate(
     except InputError as exc:
         raise fail(exc) from None
     typer.echo(render_estimate(result, output_format))
-    image = plot_forest({**result["groups"], "overall": result["overall"]}, png or scored.with_suffix(".forest.png"),
-                        rate_name=result["rate_name"], level=f"{100 * (1 - alpha):.0f}%")
+    image = plot_forest(forest_rows(result), png or scored.with_suffix(".forest.png"), rate_name=result["rate_name"],
+                        level=f"{100 * (1 - alpha):.0f}%")
     typer.echo(f"forest plot drawn to {image}", err=True)
 
 

@@ -17,9 +17,12 @@ import json
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from judge.cache import Cache, request_key
 from judge.errors import InputError
@@ -390,12 +393,15 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
     return CollectResult(labels, stats)
 
 
-def labelled_rows(records: list[Record], result: CollectResult) -> list[dict]:
-    """Each input row plus the teacher's answer, in the fields `judge distill` reads (label, label_probs)."""
+def labelled_rows(records: list[Record], result: CollectResult, sample: dict[str, dict] | None = None) -> list[dict]:
+    """Each input row plus the teacher's answer, in the fields `judge distill` reads (label, label_probs),
+    and, given ``sample``, how the row was drawn (``judge_sample``, for `judge estimate`)."""
     by_id = {label.record_id: label for label in result.labels}
     rows = []
     for record in records:
         row = dict(record.raw)
+        if sample and record.id in sample:
+            row[SAMPLE_FIELD] = sample[record.id]
         answer = by_id.get(record.id)
         if answer is None:
             rows.append({**row, "teacher_status": "not_sent"})
@@ -451,6 +457,119 @@ def stratified_sample(records: list[Record], n: int, by: list[str] | tuple[str, 
     chosen = sorted(i for key, members in sorted(strata.items(), key=lambda kv: str(kv[0]))
                     for i in rng.sample(members, quota[key]))
     return [records[i] for i in chosen]
+
+
+SAMPLE_FIELD = "judge_sample"  # the draw, recorded in each drawn row (judge.estimate reads it)
+
+
+def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: int = 0, design: str = "uniform",
+                   uncertainty: Sequence[float] | None = None, mix: float = 0.5) -> tuple[list[Record], dict[str, dict]]:
+    """A random teacher sample of about ``n`` records per value of ``per``, and the draw recorded per record.
+
+    ``uniform``: exactly min(n, N) records of each group, uniformly and seeded; inclusion
+    probability n / N. ``active`` (Zrnic & Candes 2024): each record is drawn on its own with
+    probability proportional to ``uncertainty`` (mixed with uniform by ``mix``, so no record's
+    probability is tiny) and n per group expected; the estimator divides by these probabilities,
+    so the estimate stays unbiased while the labels go where the student is least sure.
+    """
+    if design not in ("uniform", "active"):
+        raise InputError(f"unknown draw {design!r}: use uniform or active")
+    if design == "active" and uncertainty is None:
+        raise InputError("an active draw needs the student's probabilities: a scored file (judge_probs) or --judge DIR")
+    strata: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        strata[str(_field_value(record, per))].append(index)
+    rng = random.Random(seed)
+    chosen: dict[int, dict] = {}
+    for key, members in sorted(strata.items()):
+        size = len(members)
+        if design == "uniform":
+            picked = rng.sample(members, min(n, size))
+            chosen.update({i: {"stratum": key, "stratum_size": size, "inclusion_prob": len(picked) / size} for i in picked})
+            continue
+        weight = np.array([uncertainty[i] for i in members], dtype=float) + 1e-9
+        pi = inclusion_probabilities(n * ((1 - mix) * weight / weight.sum() + mix / size))
+        chosen.update({i: {"stratum": key, "stratum_size": size, "inclusion_prob": float(p)}
+                       for i, p in zip(members, pi) if rng.random() < p})
+    meta = {"purpose": "estimation", "design": design, "per": per, "seed": seed, "n_per_group": n}
+    order = sorted(chosen)
+    return [records[i] for i in order], {records[i].id: {**meta, **chosen[i]} for i in order}
+
+
+def inclusion_probabilities(target: np.ndarray) -> np.ndarray:
+    """Cap probabilities at 1 and hand the excess to the others in proportion, keeping their sum."""
+    pi = np.asarray(target, dtype=float).copy()
+    total = min(pi.sum(), len(pi))
+    for _ in range(len(pi)):
+        capped = pi >= 1
+        pi[capped] = 1.0
+        free = total - capped.sum()
+        rest = pi[~capped]
+        if not len(rest) or rest.sum() <= 0 or abs(rest.sum() - free) < 1e-12:
+            break
+        pi[~capped] = rest * free / rest.sum()
+    return np.minimum(pi, 1.0)
+
+
+def select_uncertain(records: list[Record], n: int, confidence: Sequence[float], *, judge: str = "") -> tuple[list[Record], dict[str, dict]]:
+    """The ``n`` unlabelled records the judge is least sure of (lowest top-label probability), for training.
+
+    Not a random sample: recorded as ``purpose: training``, and `judge estimate` refuses it.
+    """
+    pool = [i for i, r in enumerate(records) if r.label is None]
+    order = sorted(pool, key=lambda i: (confidence[i], records[i].id))[:n]
+    meta = {"purpose": "training", "design": "uncertain", "judge": judge,
+            "note": "chosen by the judge's uncertainty: not a random sample; do not estimate rates from it"}
+    return [records[i] for i in sorted(order)], {records[i].id: {**meta, "confidence": round(float(confidence[i]), 6)}
+                                                 for i in sorted(order)}
+
+
+def student_probabilities(records: list[Record], scheme: Scheme, judge_dir: str | Path | None = None) -> np.ndarray:
+    """The student's probabilities per record: from ``judge_dir``, else the judge_probs a scored file carries."""
+    if judge_dir is not None:
+        from judge.model import Judge
+
+        judge = Judge.load(judge_dir)
+        if judge.scheme.classes != scheme.classes:
+            raise InputError(f"the judge speaks {judge.scheme.name}, the records {scheme.name}", path=judge_dir)
+        return judge.predict_proba(records, progress=True)
+    missing = next((r for r in records if not isinstance(r.raw.get("judge_probs"), dict)), None)
+    if missing is not None:
+        raise InputError(f"record {missing.id!r} has no judge_probs: collect from a `judge score` output or pass --judge DIR",
+                         path=missing.source)
+    try:
+        return np.array([[float(r.raw["judge_probs"][c]) for c in scheme.classes] for r in records])
+    except KeyError as exc:
+        raise InputError(f"judge_probs lacks class {exc}: scored by a judge of another scheme?") from None
+
+
+def teacher_sample(dataset: Dataset, n: int | None, *, stratify_by: Sequence[str] = ("model", "category"), seed: int = 0,
+                   per: str | None = None, draw: str = "uniform", select: str | None = None,
+                   judge_dir: str | Path | None = None) -> tuple[list[Record], dict[str, dict]]:
+    """The records to send to the teacher and, for a recorded draw, how each was drawn (`judge collect`'s options).
+
+    No ``n``: every record. ``select="uncertain"``: the n the judge is least sure of, for training.
+    ``per``: n per group (`draw_per_group`), for estimates. Otherwise a proportional stratified sample.
+    """
+    if select not in (None, "uncertain"):
+        raise InputError(f"unknown --select {select!r}: use uncertain")
+    if n is None:
+        if per or select:
+            raise InputError("--per and --select need --sample N")
+        return dataset.records, {}
+    if select and per:
+        raise InputError("--select uncertain picks training items, --per an estimation sample: use one (in separate runs)")
+    if select:
+        probs = student_probabilities(dataset.records, dataset.scheme, judge_dir)
+        return select_uncertain(dataset.records, n, probs.max(axis=1), judge=str(judge_dir or "judge_probs"))
+    if per:
+        uncertainty = None
+        if draw == "active":
+            probs = student_probabilities(dataset.records, dataset.scheme, judge_dir)
+            rate = probs[:, [dataset.scheme.classes.index(c) for c in dataset.scheme.rate_labels]].sum(axis=1)
+            uncertainty = np.sqrt(rate * (1 - rate))  # the headline rate's error spread, if the student is calibrated
+        return draw_per_group(dataset.records, n, per=per, seed=seed, design=draw, uncertainty=uncertainty)
+    return stratified_sample(dataset.records, n, list(stratify_by), seed=seed), {}
 
 
 def format_plan(info: dict) -> str:

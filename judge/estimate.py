@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import norm
 
 from judge.errors import InputError
-from judge.records import Record, build_dataset, read_records, rows_from_jsonl
+from judge.records import Record, build_dataset, file_sha256, read_records, rows_from_jsonl
 from judge.schemes import BUILTIN_SCHEMES, Scheme, load_scheme
 
 ALPHA = 0.05
@@ -294,6 +294,13 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
         design = (f"recorded draw: {spec.get('design', 'uniform')}"
                   + (f" within each {spec['per']}" if spec.get("per") else "") + f", seed {spec.get('seed')}; "
                   "rows weighted by their inclusion probabilities where these differ")
+        sizes = {(str(r.raw[SAMPLE_FIELD].get("per")), str(r.raw[SAMPLE_FIELD].get("stratum"))): r.raw[SAMPLE_FIELD].get("stratum_size")
+                 for r in labelled if r.raw[SAMPLE_FIELD].get("per")}
+        for (per, stratum), size in sorted(sizes.items()):
+            scored_size = sum(str(_field(r, per)) == stratum for r in records)
+            if size is not None and scored_size != size:
+                warnings.append(f"the draw saw {size} rows with {per} = {stratum}, the scored file has {scored_size}: "
+                                "the recorded inclusion probabilities are for the rows the draw saw")
         if len(designs) > 1:
             warnings.append(f"labelled rows come from {len(designs)} different draws; each row is weighted by its own "
                             "inclusion probability, which is only valid if the draws were independent")
@@ -302,8 +309,6 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
 
 
 def _sha256(path: str) -> str:
-    from judge.records import file_sha256
-
     return file_sha256(path) if Path(path).is_file() else ""
 
 
@@ -440,10 +445,20 @@ def estimate(inputs: Inputs, *, by: Sequence[str] = ("model",), alpha: float = A
     return result
 
 
+def _field(record: Record, name: str) -> object:
+    """A record's value for a field: a Record attribute (model, category, ...) or a raw column."""
+    return getattr(record, name) if name in Record.__dataclass_fields__ else record.raw.get(name)
+
+
 def _rows_by(inputs: Inputs, name: str) -> dict[str, list[int]]:
     keyed: dict[str, list[int]] = {}
     for i, record in enumerate(inputs.records):
-        value = getattr(record, name, None) if name in Record.__dataclass_fields__ else record.raw.get(name)
+        value = _field(record, name)
         if value is not None:
             keyed.setdefault(str(value), []).append(i)
     return dict(sorted(keyed.items()))
+
+
+def forest_rows(result: dict) -> dict[str, dict]:
+    """The rows a forest plot draws: each group of the first field, then overall."""
+    return {**result["groups"], "overall": result["overall"]}

@@ -80,7 +80,7 @@ def agreement_blocks(report: dict) -> list[tuple]:
                         for who in ("teacher", "student")]))
     for field, groups in report.get("by", {}).items():
         blocks.append(("table", f"agreement by {field}", [field, "n", "kappa", "accuracy", "macro-F1"],
-                       [[k, str(v["n"]), _num(v["kappa"]), _num(v["accuracy"]), _num(v["macro_f1"])]
+                       [[k, str(v["n"]), _kappa_cell(v), _num(v["accuracy"]), _num(v["macro_f1"])]
                         for k, v in groups.items()]))
     view = report.get("benchmark_view")
     if view:
@@ -88,6 +88,13 @@ def agreement_blocks(report: dict) -> list[tuple]:
         if view["kendall_tau"] is not None:
             blocks.append(("text", f"Kendall's tau between the teacher's and the student's model rankings: {view['kendall_tau']:.3f}"))
     return blocks
+
+
+def _kappa_cell(group: dict) -> str:
+    """Kappa, or why there is none: with one teacher class kappa is 0 or undefined whatever the student does."""
+    if sum(v["support"] > 0 for v in group["per_class"].values()) == 1:
+        return "n/a, one class"
+    return _num(group["kappa"])
 
 
 def benchmark_table(view: dict) -> tuple[list[str], list[list[str]]]:
@@ -120,14 +127,16 @@ def _png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def format_html(report: dict, images: Sequence[str | Path] = (), title: str = "Agreement with the teacher") -> str:
-    """One self-contained HTML page: every table, and the plots embedded as base64 PNG."""
+def format_html(report: dict, images: Sequence[str | Path] = (), title: str = "Agreement with the teacher",
+                estimate: dict | None = None) -> str:
+    """One self-contained HTML page: every table, and the plots embedded as base64 PNG; with ``estimate``
+    (judge.estimate) also the per-model rates with their intervals (draw its forest plot into ``images``)."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
              "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;margin:0.5em 0}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
              "</style></head><body>", f"<h1>{esc(title)}</h1>"]
-    for block in agreement_blocks(report):
+    for block in [*agreement_blocks(report), *(estimate_blocks(estimate) if estimate else [])]:
         if block[0] == "text":
             parts.append(f"<p>{esc(block[1])}</p>")
             continue

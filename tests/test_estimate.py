@@ -218,3 +218,88 @@ def test_weighted_design_is_used_when_inclusion_probabilities_differ(lexical_set
     truth = np.mean([r["label"] != "unsafe" for r in bench])
     lo, hi = result["overall"]["ci"]
     assert lo - 0.05 <= truth <= hi + 0.05
+
+
+# -- the teacher sample drawn by `judge collect`, then used by `judge estimate` -------------------
+
+@pytest.fixture
+def server():
+    from tests.openai_server import ScriptedOpenAI
+
+    with ScriptedOpenAI() as srv:
+        yield srv
+
+
+def _collect(server, scored, out, *options):
+    args = ["collect", str(scored), "--teacher", "gpt-4o", "--base-url", server.url, "--cache", str(out.parent / "teacher.sqlite"),
+            "-o", str(out), *options]
+    result = runner.invoke(app, args, env={"OPENAI_API_KEY": "sk-test"})
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_collect_per_model_records_the_draw_and_estimate_reads_it(lexical_setup, server, tmp_path):
+    tmp = lexical_setup[0]
+    rows = _collect(server, tmp / "scored.jsonl", tmp_path / "drawn.jsonl", "--sample", "25", "--per", "model", "--seed", "3")
+    assert len(rows) == 75 and server.counts["chat"] == 75
+    assert {r["model"] for r in rows} == set(MODELS)
+    for r in rows:
+        assert r["judge_sample"]["purpose"] == "estimation" and r["judge_sample"]["inclusion_prob"] == pytest.approx(25 / 200)
+    again = _collect(server, tmp / "scored.jsonl", tmp_path / "again.jsonl", "--sample", "25", "--per", "model", "--seed", "3")
+    assert [r["id"] for r in again] == [r["id"] for r in rows] and server.counts["chat"] == 75  # seeded; paid once
+    out = runner.invoke(app, ["estimate", str(tmp / "scored.jsonl"), "-t", str(tmp_path / "drawn.jsonl"), "--output-format", "json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert "recorded draw: uniform within each model, seed 3" in result["design"]
+    assert all(g["n_teacher"] == 25 for g in result["groups"].values())
+
+
+def test_active_draw_spends_labels_where_the_student_is_unsure(lexical_setup, server, tmp_path):
+    tmp = lexical_setup[0]
+    rows = _collect(server, tmp / "scored.jsonl", tmp_path / "active.jsonl", "--sample", "40", "--per", "model",
+                    "--draw", "active")
+    pis = [r["judge_sample"]["inclusion_prob"] for r in rows]
+    assert len(set(np.round(pis, 6))) > 1 and all(0 < p <= 1 for p in pis)
+    confidence = [max(r["judge_probs"].values()) for r in rows]
+    # drawn rows with the highest inclusion probability are the ones the student is least sure of
+    order = np.argsort(pis)
+    assert np.mean(np.array(confidence)[order[-10:]]) < np.mean(np.array(confidence)[order[:10]])
+    result = estimate_rates(load_inputs(tmp / "scored.jsonl", tmp_path / "active.jsonl"))
+    assert all(g["interval"].startswith("ipw") for g in result["groups"].values())
+    assert all(0 <= g["ci"][0] <= g["estimate"] <= g["ci"][1] <= 1 for g in result["groups"].values())
+
+
+def test_select_uncertain_is_marked_for_training_and_refused_by_estimate(lexical_setup, server, tmp_path):
+    tmp = lexical_setup[0]
+    unlabelled = write_jsonl(tmp_path / "pool.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in lexical_setup[1]])
+    rows = _collect(server, unlabelled, tmp_path / "train_round.jsonl", "--sample", "30", "--select", "uncertain",
+                    "--judge", str(tmp / "judge"))
+    assert len(rows) == 30 and all(r["judge_sample"]["purpose"] == "training" for r in rows)
+    scored = {json.loads(line)["id"]: json.loads(line) for line in (tmp / "scored.jsonl").read_text().splitlines()}
+    chosen = max(r["judge_sample"]["confidence"] for r in rows)
+    others = [max(s["judge_probs"].values()) for i, s in scored.items() if i not in {r["id"] for r in rows}]
+    assert chosen <= min(others) + 1e-6  # the least confident 30 of the pool
+    refused = runner.invoke(app, ["estimate", str(tmp / "scored.jsonl"), "-t", str(tmp_path / "train_round.jsonl")])
+    assert refused.exit_code == 1 and "not drawn at random" in refused.output
+
+
+def test_inclusion_probabilities_are_capped_and_keep_their_sum():
+    from judge.collect import inclusion_probabilities
+
+    pi = inclusion_probabilities(np.array([0.1, 2.0, 0.2, 0.2]))
+    assert pi == pytest.approx([0.3, 1.0, 0.6, 0.6]) and pi.sum() == pytest.approx(2.5)
+
+
+def test_eval_html_shows_rates_with_intervals_and_no_kappa_for_one_class(lexical_setup, tmp_path):
+    tmp, bench, _, _ = lexical_setup
+    reference = [r for r in bench if r["model"] != "model-c"][:120] + [r for r in bench if r["model"] == "model-c"
+                                                                        and r["label"] == "unsafe"][:30]
+    ref = write_jsonl(tmp_path / "ref.jsonl", reference)
+    html_path = tmp_path / "report.html"
+    result = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--reference", str(ref), "--html", str(html_path),
+                                 "--png", str(tmp_path / "cm.png")])
+    assert result.exit_code == 0, result.output
+    assert "n/a, one class" in next(line for line in result.stdout.splitlines() if line.startswith("model-c"))
+    page = html_path.read_text()
+    assert "safety rate (%) by model" in page and "n/a, one class" in page
+    assert (tmp_path / "report.forest.png").is_file() and page.count("data:image/png;base64,") == 3
