@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from judge.errors import InputError
 from judge.schemes import load_scheme
+from judge.textio import MAX_LINE_BYTES, read_json_file, read_text_file
 
 Row = tuple[str, int, object]
 
@@ -86,16 +87,8 @@ def _hint(data: object) -> str:
 
 
 def unknown_shape(path: Path, hint: str = "") -> InputError:
-    tried = "\n".join(f"  {name}: {shape}" for name, shape in SHAPES.items())
-    return InputError(f"matches no known file shape{hint}; tried:\n{tried}", path=path)
-
-
-def load_json(path: Path) -> object:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    shapes = "; ".join(f"{name}: {shape}" for name, shape in SHAPES.items())
+    return InputError(f"matches no known file shape{hint}; expected one of {shapes}", path=path)
 
 
 def sniff(path: str | Path) -> tuple[str, object]:
@@ -107,14 +100,11 @@ def sniff(path: str | Path) -> tuple[str, object]:
     if suffix == ".csv":
         return "csv", None
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError:
+        data = read_json_file(path)
+    except InputError as exc:
         if _first_line_is_object(path):  # JSONL under another name
             return "jsonl", None
-        raise unknown_shape(path, " (not one JSON document)") from None
-    except UnicodeDecodeError:
-        raise unknown_shape(path, " (not UTF-8 text)") from None
+        raise unknown_shape(path, f" (not one JSON document: line {exc.line}: {exc.reason})") from None
     shape = _shape_of(data)
     if shape is None:
         raise unknown_shape(path, _hint(data))
@@ -122,13 +112,10 @@ def sniff(path: str | Path) -> tuple[str, object]:
 
 
 def _first_line_is_object(path: Path) -> bool:
-    with open(path, encoding="utf-8") as handle:
-        for text in handle:
-            if text.strip():
-                try:
-                    return isinstance(json.loads(text), dict)
-                except json.JSONDecodeError:
-                    return False
+    from judge.records import iter_jsonl
+
+    for _, row in iter_jsonl(path):
+        return isinstance(row, dict)
     return False
 
 
@@ -143,7 +130,7 @@ def rows_from_file(path: str | Path, format: str | None = None, *, model_name: s
     if format is None:
         format, data = sniff(path)
     elif format in FORMAT_SCHEMES:
-        data = load_json(path)
+        data = read_json_file(path)
         if _shape_of(data) != format:
             raise InputError(f"not a {format} file: expected {SHAPES[format]}", path=path)
     if format == "jsonl":
@@ -157,13 +144,16 @@ def rows_from_file(path: str | Path, format: str | None = None, *, model_name: s
 
 def rows_from_csv(path: str | Path) -> Iterator[Row]:
     """One row per CSV record; empty cells are missing values (CSV has no null)."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    csv.field_size_limit(MAX_LINE_BYTES)  # the default 128 KiB would reject a long response
+    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""))
+    try:
         for row in reader:
             if None in row:
                 yield str(path), reader.line_num, ValueError(f"{len(row[None])} more cells than the header has")
                 continue
             yield str(path), reader.line_num, {k: (v if v != "" else None) for k, v in row.items()}
+    except csv.Error as exc:  # the file's structure is broken from here on: no later row can be trusted
+        raise InputError(f"not valid CSV: {exc}", path=path, line=reader.line_num) from None
 
 
 def vlsbench_model(path: Path, model_name: str | None = None) -> str:
@@ -178,7 +168,7 @@ def rows_from_vlsbench(path: str | Path, data: dict | None = None, *, model_name
     """One row per log entry. Ids become `{model}/{id}` so several models' files can be read together;
     the benchmark's own id stays in `benchmark_id` (the join key for the prompt file) and `group`."""
     path = Path(path)
-    data = load_json(path) if data is None else data
+    data = read_json_file(path) if data is None else data
     model = vlsbench_model(path, model_name)
     scheme = load_scheme("vlsbench")
     for position, log in enumerate(data["logs"], start=1):
@@ -214,7 +204,7 @@ def rows_from_mmsafetybench(path: str | Path, data: dict | None = None) -> Itera
     """One row per (question, answering model). Verdicts are read as the benchmark's own script counts
     them (case-insensitive "safe" / "unsafe"); anything else is reported with the question and model."""
     path = Path(path)
-    data = load_json(path) if data is None else data
+    data = read_json_file(path) if data is None else data
     scenario, image_type = mm_file_parts(path)
     prefix = f"{scenario}/{image_type}" if image_type else scenario
     for position, (qid, item) in enumerate(data.items(), start=1):
@@ -248,7 +238,7 @@ def load_benchmark_data(path: str | Path) -> dict[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=path)
-    data = load_json(path)
+    data = read_json_file(path)
     if not isinstance(data, list) or not all(isinstance(d, dict) and "instruction_id" in d for d in data):
         raise InputError("not VLSBench's prompt file: expected a JSON list of objects with instruction_id", path=path)
     index: dict[str, dict] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from judge.errors import InputError
 from judge.schemes import Scheme, detect_scheme, load_scheme
+from judge.textio import iter_lines, loads
 
 # Accepted input names per field, first match wins. Output keeps the user's own names.
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -155,15 +156,15 @@ def record_from_row(row: Mapping, *, source: str, line: int, label: str | None =
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object | Exception]]:
-    """(line number, parsed object or the JSON error) for every non-blank line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield number, ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})")
+    """(line number, parsed object or the reason it is not one) for every non-blank line."""
+    for number, text in iter_lines(path):
+        if isinstance(text, Exception):
+            yield number, text
+            continue
+        try:
+            yield number, loads(text)
+        except ValueError as exc:
+            yield number, exc
 
 
 def rows_from_jsonl(path: str | Path) -> Iterator[tuple[str, int, object | Exception]]:
@@ -246,6 +247,9 @@ def read_records(paths: str | Path | Sequence[str | Path], format: str | None = 
     if options.get("scheme") is None:
         options["scheme"] = implied_scheme(list(formats.values()))
     dataset = build_dataset(rows, **options)
+    if not dataset.records:  # an empty file, or every line skipped: nothing any command can do
+        skipped = f" ({len(dataset.skipped)} lines skipped, the first: {dataset.skipped[0]})" if dataset.skipped else ""
+        raise InputError(f"0 responses read{skipped}", path=", ".join(formats) or None)
     dataset.formats = formats
     if unmatched is not None:
         dataset.notes.append(f"{unmatched} found no match in {Path(benchmark_data).name}")

@@ -123,7 +123,8 @@ def test_unknown_shape_lists_shapes_tried(tmp_path):
     with pytest.raises(InputError) as err:
         read_records(odd)
     message = str(err.value)
-    assert message.startswith(f"{odd}: matches no known file shape") and all(f"  {name}: " in message for name in SHAPES)
+    assert message.startswith(f"{odd}: matches no known file shape") and all(f"{name}: " in message for name in SHAPES)
+    assert "\n" not in message
     prompts = tmp_path / "data.json"
     prompts.write_text(json.dumps([{"instruction_id": 0, "instruction": "q"}]))
     with pytest.raises(InputError, match="--benchmark-data"):
