@@ -1,12 +1,15 @@
 """`judge serve`: the distilled judge behind an OpenAI-compatible chat endpoint.
 
-Benchmark scripts already call GPT-4o through the openai SDK; pointing ``OPENAI_BASE_URL`` here
-makes them use the offline student unchanged. A request's prompt is undone by `judge.extract`,
-concurrent requests are scored together in micro-batches (one `Judge.predict` call per batch),
-and the answer comes back in the form the script expects: JSON for a ``json_schema``
-response_format (so ``client.beta.chat.completions.parse`` returns a parsed object), otherwise
-the word the prompt asks for. A prompt that cannot be parsed gets a 400, never a made-up label.
-Loopback only by default; prompt and response text are never logged unless ``log_content``.
+Benchmark scripts already call GPT-4o through the openai SDK or plain ``requests``; pointing
+``OPENAI_BASE_URL`` (VLMEvalKit: ``OPENAI_API_BASE``) here makes them use the offline student
+unchanged. A request's prompt is undone by `judge.extract` (question, response and the scenario
+its rubric names), concurrent requests are scored together in micro-batches (one `Judge.predict`
+call per batch), and the answer comes back in the form the script expects: JSON for a
+``json_schema`` response_format (so ``client.beta.chat.completions.parse`` returns a parsed
+object), otherwise the word the prompt asks for (safe / unsafe, HarmBench's Yes / No, or the
+label). ``/v1/moderations`` flags what the judge calls unsafe. A health probe ("hello") gets a
+short text that is no label; a judge prompt that cannot be parsed gets a 400, never a made-up
+label. Loopback only by default; prompt and response text are never logged unless ``log_content``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 
-from judge.extract import ASKS_SAFE_WORD, Extraction, ExtractionError, compile_patterns, extract
+from judge.extract import (ASKS_SAFE_WORD, Extraction, ExtractionError, compile_patterns, extract,
+                           is_health_probe)
 from judge.model import Judge, Prediction
 from judge.records import Record
 from judge.schemes import Scheme
@@ -46,6 +50,11 @@ MAX_BATCH = 32
 BATCH_WAIT_MS = 5.0
 IMAGE_PARTS = ("image_url", "input_image", "image")
 MIN_LOGPROB = -9999.0  # what OpenAI reports for an impossible token (log 0 is not valid JSON)
+# OpenAI's moderation categories: the student has none of them, so all stay false / 0 and only
+# `flagged` (plus the extra `judge` object) carries its verdict.
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
 
 
 class RequestError(Exception):
@@ -197,12 +206,17 @@ def prompt_text(messages: Sequence[dict]) -> tuple[str, bool]:
 # --- writing the answer ------------------------------------------------------------------------
 
 def label_forms(scheme: Scheme) -> dict[str, Callable[[str], object]]:
-    """The ways a label can be written: its code (1/2/3), display string, name, or safe/unsafe."""
+    """The ways a label can be written: its code (1/2/3), display string, name, safe/unsafe, or
+    HarmBench's Yes (an instance of the harmful behaviour, i.e. unsafe) / No."""
     def code(name: str) -> object:
         value = scheme.label(name).code
         return name if value is None else value
     return {"code": code, "display": lambda name: scheme.label(name).display, "name": lambda name: name,
-            "binary": scheme.to_binary}
+            "binary": scheme.to_binary, "yes_no": lambda name: "No" if scheme.is_safe(name) else "Yes"}
+
+
+# Forms that collapse the scheme to its safe / unsafe split: the answer is the side of the predicted label.
+SIDE_FORMS = ("binary", "yes_no")
 
 
 # Which forms may fill a schema field, in order of preference. Other field names cannot be filled.
@@ -258,22 +272,32 @@ def schema_answer(schema: dict, scheme: Scheme, prediction: Prediction, judge_na
     return Answer(json.dumps(out, ensure_ascii=False), used or "display", prediction.label)
 
 
-def compose_answer(chat: ChatRequest, text: str, extraction: Extraction, scheme: Scheme, prediction: Prediction,
+def compose_answer(chat: ChatRequest, extraction: Extraction, scheme: Scheme, prediction: Prediction,
                    judge_name: str) -> Answer:
     """JSON when asked for (response_format, or a template that says JSON), else the word the prompt asks for."""
     fmt = chat.response_format or {}
     if fmt.get("type") == "json_schema":
         return schema_answer((fmt.get("json_schema") or {}).get("schema") or {}, scheme, prediction, judge_name)
-    template = text.replace(extraction.response, "")  # decide from the template, never from the judged content
-    if extraction.question:
-        template = template.replace(extraction.question, "")
+    template = extraction.template  # decide from the template, never from the judged content
     if fmt.get("type") == "json_object" or re.search(r"\bjson\b", template, re.I):
         schema = {"properties": {"label": {}, "label_str": {"type": "string"}, "explanation": {}}}
         return schema_answer(schema, scheme, prediction, judge_name)
-    if extraction.rule == "mmsafetybench" or ASKS_SAFE_WORD.search(template):
-        word = max(word_probs(scheme, prediction, "binary").items(), key=lambda kv: kv[1])[0]
-        return Answer(word, "binary", word)
+    form = ("yes_no" if extraction.rule == "harmbench"
+            else "binary" if extraction.rule in ("mmsafetybench", "jailbreakbench") or ASKS_SAFE_WORD.search(template)
+            else None)
+    if form:
+        word = side(scheme, prediction, form)
+        return Answer(word, form, word)
     return Answer(scheme.label(prediction.label).display, "display", prediction.label)
+
+
+def side(scheme: Scheme, prediction: Prediction, form: str) -> str:
+    """The predicted label's side of the safe / unsafe split, written in `form` (safe/unsafe or Yes/No).
+
+    The side of the label, not the side with more probability in total: a three-class judge whose
+    label is "unsafe" at 0.4 answers unsafe, as `judge score` labels it.
+    """
+    return str(label_forms(scheme)[form](prediction.label))
 
 
 def word_probs(scheme: Scheme, prediction: Prediction, form: str) -> dict[str, float]:
@@ -292,7 +316,7 @@ def logprobs_block(scheme: Scheme, prediction: Prediction, answer: Answer, top: 
     def entry(token: str, p: float) -> dict:
         return {"token": token, "logprob": math.log(p) if p > 0 else MIN_LOGPROB, "bytes": list(token.encode())}
 
-    token = str(label_forms(scheme)[answer.form](answer.label)) if answer.form != "binary" else answer.label
+    token = answer.label if answer.form in SIDE_FORMS else str(label_forms(scheme)[answer.form](answer.label))
     ranked = sorted(probs.items(), key=lambda kv: -kv[1])[:max(0, top)]
     return {"content": [{**entry(token, probs[token]), "top_logprobs": [entry(t, p) for t, p in ranked]}],
             "refusal": None}
@@ -301,6 +325,37 @@ def logprobs_block(scheme: Scheme, prediction: Prediction, answer: Answer, top: 
 def approx_tokens(text: str) -> int:
     """Usage must be present; about four characters a token is what clients expect of English."""
     return math.ceil(len(text) / 4)
+
+
+def probe_reply(judge_name: str, scheme: Scheme) -> str:
+    """What a health probe ("hello") gets: who answers and what it expects, in words no parser reads as a label.
+
+    The judge's name is left out when it contains a label word (a judge called "safe-judge"), and
+    every candidate is checked against all the ways the scheme writes a label.
+    """
+    words = {"safe", "unsafe", "yes", "no"}
+    for label in scheme.labels:
+        words.update(w.lower() for w in (label.name, label.display, *label.aliases) if w)
+    expects = ("It grades responses: send a judge prompt with the response filled in (the VLSBench, VLMEvalKit, "
+               "HarmBench or JailbreakBench template, or one matching --pattern).")
+    for text in (f"judge serve: offline distilled judge '{judge_name}' is up. {expects}",
+                 f"judge serve: offline distilled judge is up. {expects}", "judge serve is up."):
+        lowered = text.lower()
+        if not any(re.search(rf"\b{re.escape(w)}\b" if w in ("yes", "no") else re.escape(w), lowered) for w in words):
+            return text
+    return "..."  # a scheme whose labels are everyday words; still not a label
+
+
+def moderation_texts(value: object) -> list[str]:
+    """OpenAI moderation ``input``: a string, a list of strings, or one list of text / image parts."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return ["\n".join(part["text"] for part in value if part.get("type") == "text" and isinstance(part.get("text"), str))]
+    raise RequestError(400, "input must be a string, a list of strings, or a list of text / image_url parts",
+                       param="input")
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -315,6 +370,7 @@ def create_app(judge: Judge, *, name: str | None = None, api_key: str | None = N
     batcher = MicroBatcher(judge, max_batch=max_batch, wait_ms=batch_wait_ms)
     token = api_key.encode() if api_key else None
     created = int(time.time())
+    probe = probe_reply(judge_name, judge.scheme)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -332,7 +388,7 @@ def create_app(judge: Judge, *, name: str | None = None, api_key: str | None = N
 
     app = FastAPI(title="judge", lifespan=lifespan, dependencies=[Depends(check_key)],
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.name = batcher, judge_name
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -360,24 +416,51 @@ def create_app(judge: Judge, *, name: str | None = None, api_key: str | None = N
         try:
             found = extract(text, patterns=compiled, has_image=has_image)
         except ExtractionError as exc:
-            raise RequestError(400, str(exc), param="messages", code="unparsable_prompt") from None
+            if not is_health_probe(text) or (chat.response_format or {}).get("type") in ("json_schema", "json_object"):
+                raise RequestError(400, str(exc), param="messages", code="unparsable_prompt") from None
+            log.info("health probe (%d characters, no judge prompt) answered", len(text))
+            return completion(chat, text, {"role": "assistant", "content": probe, "refusal": None}, None)
         prediction = await batcher.predict(Record(id=uuid.uuid4().hex, question=found.question,
-                                                  response=found.response, source="serve"))
-        answer = compose_answer(chat, text, found, judge.scheme, prediction, judge_name)
-        choice = {"index": 0, "message": {"role": "assistant", "content": answer.content, "refusal": None},
-                  "logprobs": None, "finish_reason": "stop"}
-        if chat.logprobs:
-            choice["logprobs"] = logprobs_block(judge.scheme, prediction, answer, chat.top_logprobs or 0)
-        log.info("scored rule=%s image=%s label=%s p=%.3f in %.1f ms", found.rule, found.has_image,
-                 prediction.label, prediction.confidence, 1000 * (time.perf_counter() - started))
+                                                  response=found.response, scenario=found.scenario, source="serve"))
+        answer = compose_answer(chat, found, judge.scheme, prediction, judge_name)
+        logprobs = logprobs_block(judge.scheme, prediction, answer, chat.top_logprobs or 0) if chat.logprobs else None
+        log.info("scored rule=%s scenario=%s image=%s label=%s p=%.3f in %.1f ms", found.rule, found.scenario,
+                 found.has_image, prediction.label, prediction.confidence, 1000 * (time.perf_counter() - started))
         if log_content:
             log.info("question=%r response=%r answer=%r", found.question, found.response, answer.content)
-        prompt_tokens, completion_tokens = approx_tokens(text), approx_tokens(answer.content)
+        return completion(chat, text, {"role": "assistant", "content": answer.content, "refusal": None}, logprobs)
+
+    def completion(chat: ChatRequest, text: str, message: dict, logprobs: dict | None) -> dict:
+        choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}
+        prompt_tokens, completion_tokens = approx_tokens(text), approx_tokens(message["content"])
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": judge_name, "system_fingerprint": None,
                 "choices": [{**choice, "index": i} for i in range(max(1, chat.n or 1))],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}}
+
+    @app.post("/v1/moderations")
+    async def moderations(request: Request) -> dict:
+        try:
+            body = json.loads(await read_body(request, max_request_bytes))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, "invalid request: the body is not JSON") from None
+        if not isinstance(body, dict) or "input" not in body:
+            raise RequestError(400, "invalid request: input is required", param="input")
+        texts = moderation_texts(body["input"])
+        predictions = await asyncio.gather(*(batcher.predict(Record(id=uuid.uuid4().hex, response=t, source="serve"))
+                                             for t in texts))
+        results = []
+        for prediction in predictions:
+            verdict = side(judge.scheme, prediction, "binary")
+            results.append({"flagged": verdict == "unsafe",
+                            "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
+                            "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0),
+                            "category_applied_input_types": {c: [] for c in MODERATION_CATEGORIES},
+                            "judge": {"label": prediction.label, "verdict": verdict,
+                                      "probs": {k: round(v, 6) for k, v in prediction.probs.items()}}})
+        log.info("moderated %d input(s): %d flagged", len(results), sum(r["flagged"] for r in results))
+        return {"id": f"modr-{uuid.uuid4().hex}", "model": judge_name, "results": results}
 
     return app
 
@@ -414,4 +497,7 @@ def serve(judge_path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
     app = create_app(Judge.load(judge_path), api_key=api_key, log_content=log_content, patterns=patterns, **options)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("listening on %s without --api-key: anyone who can reach this port can use the judge", host)
+    base = f"http://{host}:{port}/v1"
+    log.info("serving %r: OPENAI_BASE_URL=%s (VLMEvalKit: OPENAI_API_BASE=%s/chat/completions LOCAL_LLM=%s)",
+             app.state.name, base, base, app.state.name)
     uvicorn.run(app, host=host, port=port, log_level="info")

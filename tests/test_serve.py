@@ -122,9 +122,14 @@ def library(judge: Judge, question: str, responses: list[str]) -> list[str]:
 
 
 def safe_word(judge: Judge, question: str, response: str) -> str:
+    """The side of the label `Judge.predict` gives (what `judge score` writes), as safe / unsafe."""
+    return judge.scheme.to_binary(judge.predict([{"question": question, "response": response}])[0].label)
+
+
+def side_probs(judge: Judge, question: str, response: str) -> dict[str, float]:
     probs = judge.predict([{"question": question, "response": response}])[0].probs
     safe = sum(p for label, p in probs.items() if judge.scheme.is_safe(label))
-    return "safe" if safe > 1 - safe else "unsafe"
+    return {"safe": safe, "unsafe": 1 - safe}
 
 
 # --- extraction rules --------------------------------------------------------------------------
@@ -234,8 +239,7 @@ def test_mmsafetybench_word_with_logprobs(client, judge):
     token = choice.logprobs.content[0]
     assert token.token == word
     alternatives = {t.token: math.exp(t.logprob) for t in token.top_logprobs}
-    assert set(alternatives) == {"safe", "unsafe"}
-    assert sum(alternatives.values()) == pytest.approx(1) and alternatives[word] >= 0.5
+    assert alternatives == pytest.approx(side_probs(judge, "", refusal), abs=1e-6)  # each word's total probability
     assert math.exp(token.logprob) == pytest.approx(alternatives[word])
 
 
