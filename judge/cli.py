@@ -68,13 +68,12 @@ def distill(
     epochs: Annotated[Optional[float], typer.Option(help="Training epochs (early stopping may end sooner).")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Tokens the student reads per response.")] = None,
     view: Annotated[Optional[str], typer.Option(help="Input view: response, question, image, full (default: searched).")] = None,
-    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio by grouped CV), lexical, transformer, PRESET-lora, PRESET-full, stack, blend or ensemble.")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto (cross-validation and refit), e.g. 90s, 15m, 1h, none.")] = None,
-    portfolio: Annotated[Optional[str], typer.Option(help="Candidates for --student auto: default, quick (the demo: 3 folds, 2 epochs, 64 tokens, 100s) or wide (+ LoRA).")] = None,
-    holdout: Annotated[Optional[float], typer.Option(help="Keep this share of prompt groups as an untouched test split (default 0: every label trains the judge).")] = None,
+    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio), lexical, transformer, PRESET-lora, PRESET-full or ensemble.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto, e.g. 90s, 10m, 1h, none.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for splits and training.")] = None,
     scheme: Scheme = None,
     label_field: Annotated[Optional[str], typer.Option(help="Read the teacher label from this field.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     skip_invalid: SkipInvalid = False,
     format_: Format = None,
     benchmark_data: BenchmarkData = None,
@@ -87,7 +86,7 @@ def distill(
     from judge.report import format_agreement
     from judge.training.config import TrainConfig, parse_overrides
     from judge.training.distill import distill as run_distill
-    from judge.training.portfolio import format_leaderboard, selection_title
+    from judge.training.portfolio import format_leaderboard
 
     try:
         dataset = read_records(labels, format=format_, benchmark_data=benchmark_data, model_name=model_name,
@@ -98,13 +97,12 @@ def distill(
             typer.echo(format_stats(label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, rubric=dataset.scheme.name)).stats), err=True)
         overrides = {**parse_overrides(set_), "backbone": backbone, "epochs": epochs, "max_length": max_length,
                      "view": view, "views": view, "seed": seed, "quant": quant, "merge": merge, "student": student,
-                     "budget": budget, "portfolio": portfolio, "holdout": holdout}
-        report = run_distill(dataset, out, TrainConfig.resolve(config, overrides))
+                     "budget": budget}
+        report = run_distill(dataset, out, TrainConfig.resolve(config, overrides), resume=resume)
     except InputError as exc:
         raise fail(exc) from None
-    typer.echo(f"\ncandidates ({selection_title(report)}):\n{format_leaderboard(report['leaderboard'])}")
-    typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']} "
-               f"refitted on {report['trained_on']} rows; {report['method']}:")
+    typer.echo(f"\ncandidates (validation split):\n{format_leaderboard(report['leaderboard'])}")
+    typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']}:")
     typer.echo(format_agreement(report))
     typer.echo(f"\njudge written to {out}")
 
@@ -172,9 +170,6 @@ def score(
     judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Scored JSONL to write.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Responses per forward pass.")] = None,
-    engine: Annotated[str, typer.Option(help='local (this process) or ray (actors on a Ray cluster, one GPU each when it has GPUs; pip install "judge-distill[ray]").')] = "local",
-    address: Annotated[Optional[str], typer.Option(help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors, each loading the judge once (default: one per GPU, else one per 2 CPUs).")] = None,
     skip_invalid: SkipInvalid = False,
     format_: Format = None,
     benchmark_data: BenchmarkData = None,
@@ -193,21 +188,21 @@ def score(
     from judge.benchmark_reports import REPORTS, benchmark_report, format_report
     from judge.benchmark_reports import write_back as write_back_files
     from judge.evaluate import rate_summary
+    from judge.model import Judge
     from judge.records import read_records, write_jsonl
     from judge.report import format_rates
-    from judge.score import open_judge, score_with_engine
+    from judge.score import score_records
 
     if report and report not in REPORTS:
         raise fail(InputError(f"unknown --report {report!r}: use one of {', '.join(REPORTS)}"))
     try:
-        judge = open_judge(judge_dir, engine)
+        judge = Judge.load(judge_dir)
         # Teacher labels only ride along here, in the files' own scheme (MM-SafetyBench verdicts can be
         # scored by a VLSBench judge); the judge's labels are always in its scheme.
         dataset = read_records(responses, format=format_, benchmark_data=benchmark_data, model_name=model_name,
                                skip_invalid=skip_invalid, prefer_scheme=judge.scheme)
         echo_skipped(dataset)
-        rows, predictions = score_with_engine(judge, dataset.records, engine, batch_size=batch_size, address=address,
-                                              workers=workers, progress=True)
+        rows, predictions = score_records(judge, dataset.records, batch_size=batch_size, progress=True)
         if escalate_below is not None or target_kappa is not None:
             from judge.collect import TeacherConfig
             from judge.escalate import escalate_predictions, format_escalation
