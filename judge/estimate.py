@@ -119,7 +119,7 @@ def ipw_rate(yhat_all: Sequence[float], labelled: Sequence[int], y: Sequence[flo
     return Interval(point, (point - z * se, point + z * se), se, float(lam), "ipw-ppi++" if lam else "ipw")
 
 
-def wilson_ci(successes: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+def wilson_ci(successes: float, n: float, alpha: float = ALPHA) -> tuple[float, float]:
     """Wilson score interval for a proportion: stays inside [0, 1] and does not collapse at 0 or n.
 
     >>> [round(x, 4) for x in wilson_ci(0, 50)]
@@ -142,27 +142,29 @@ def rate_interval(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, labelle
     interval is Wilson's. With unequal ones (a per-model or an active draw seen across models)
     both are inverse-probability weighted. Near 0% or 100% (fewer than ``MIN_EACH_SIDE`` teacher
     labels on one side) the normal interval can collapse; it is then widened to contain the
-    Wilson interval too, which keeps coverage at the teacher-only level. Intervals are clipped to [0, 1].
+    Wilson interval too (for weighted rows: at the weighted share, with Kish's effective sample
+    size), which keeps coverage at least at the Wilson level. Intervals are clipped to [0, 1].
     """
     n = len(y)
     k = int(round(float(np.sum(y))))
     notes: list[str] = []
     if pi is None or np.allclose(pi, pi[0]):
         result = ppi_rate(y, yhat, yhat_all, alpha=alpha)
-        teacher_ci = wilson_ci(k, n, alpha)
-        classical_se = math.sqrt(np.var(y) / n) if n else float("nan")
-        if min(k, n - k) < MIN_EACH_SIDE:
-            low, high = min(result.ci[0], teacher_ci[0]), max(result.ci[1], teacher_ci[1])
-            result = Interval(result.estimate, (low, high), result.se, result.lam, "ppi++ widened to wilson")
-            notes.append(f"{min(k, n - k)} teacher labels on one side: interval widened to contain the Wilson interval")
+        teacher_ci = floor_ci = wilson_ci(k, n, alpha)
     else:
         result = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha)
-        teacher = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha, lam=0.0)
-        teacher_ci, classical_se = teacher.ci, teacher.se
-        if min(k, n - k) < MIN_EACH_SIDE:
-            notes.append(f"{min(k, n - k)} teacher labels on one side: the weighted normal interval may under-cover")
+        teacher_ci = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha, lam=0.0).ci
+        weight = 1 / np.asarray(pi, dtype=float)
+        kish = weight.sum() ** 2 / (weight ** 2).sum()  # the weighted sample's effective size
+        floor_ci = wilson_ci(float(weight @ y / weight.sum()) * kish, kish, alpha)
+    if min(k, n - k) < MIN_EACH_SIDE:
+        low, high = min(result.ci[0], floor_ci[0]), max(result.ci[1], floor_ci[1])
+        result = Interval(result.estimate, (low, high), result.se, result.lam, f"{result.method} widened to wilson")
+        notes.append(f"{min(k, n - k)} teacher labels on one side: interval widened to contain the Wilson interval")
     clip = lambda v: float(min(1.0, max(0.0, v)))  # noqa: E731
-    effective = n * classical_se ** 2 / result.se ** 2 if result.se > 0 and classical_se > 0 else None
+    # labels a uniform teacher-only sample would need for the same precision: p (1 - p) / se^2 at the estimate
+    spread = clip(result.estimate) * (1 - clip(result.estimate))
+    effective = spread / result.se ** 2 if result.se > 0 and spread > 0 else None
     return {"estimate": clip(result.estimate), "ci": [clip(result.ci[0]), clip(result.ci[1])],
             "teacher_only_ci": [clip(teacher_ci[0]), clip(teacher_ci[1])], "teacher_rate": k / n if n else None,
             "se": result.se, "lam": result.lam, "interval": result.method,
@@ -342,13 +344,14 @@ def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
             y = np.array([t in labels for t in teacher], dtype=float)
             figures.update(rate_interval(y, yhat_all[labelled], yhat_all, labelled, pi, alpha=alpha))
             if target_width is not None and name == "rate":
-                figures["labels_needed"] = labels_needed(y, yhat_all[labelled], target_width, len(rows), alpha=alpha)
+                figures["labels_needed"] = labels_needed(y, yhat_all[labelled], yhat_all, target_width, alpha=alpha)
         else:
             figures.update(estimate=None, ci=None, teacher_only_ci=None, notes=[])
         if name == "rate":
             out.update(figures)
         else:
             shares[name] = figures
+            out["warnings"] += [f"share of {name}: {note}" for note in figures.get("notes", [])]
     if shares:
         out["shares"] = shares
     if len(labelled):
@@ -361,26 +364,23 @@ def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
     return out
 
 
-def labels_needed(y: np.ndarray, yhat: np.ndarray, width: float, population: int, *, alpha: float = ALPHA) -> int | None:
-    """Teacher labels for a (1 - alpha) interval of total width ``width``, from the pilot sample's correlation.
+def labels_needed(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, width: float, *,
+                  alpha: float = ALPHA) -> int | None:
+    """Teacher labels for a (1 - alpha) interval of total width ``width``, planned on a pilot sample.
 
-    The classical interval needs n0 = (2 z / width)^2 p (1 - p) labels; ppi_py's `ppi_mean_power`
-    turns that effective sample size into the cheapest number of labels with the student's
-    predictions on the rest (its PPI correlation estimated on this sample). None when the pilot
-    has one class only (no variance to plan with) or the width cannot be reached with the rows there are.
+    The interval `ppi_rate` gives has variance Var(Y - lam Yhat) / n + lam^2 Var(Yhat) / N over
+    the N scored rows, so n = Var(Y - lam Yhat) / ((width / 2z)^2 - lam^2 Var(Yhat) / N), with lam
+    and the variances from the pilot. With N unbounded this is ppi_py's `ppi_mean_power` (whose
+    design keeps labelled and unlabelled rows apart, so it asks more of small groups). None when
+    the pilot has no spread to plan with, or no n reaches the width.
     """
-    from ppi_py import ppi_mean_power
-
-    p = float(np.mean(y))
-    if p in (0.0, 1.0) or len(y) < 3:
+    y, yhat, yhat_all = (np.asarray(a, dtype=float) for a in (y, yhat, yhat_all))
+    lam = tuned_lam(y, yhat, yhat_all)
+    rectifier = np.var(y - lam * yhat)
+    room = (width / (2 * norm.ppf(1 - alpha / 2))) ** 2 - lam ** 2 * np.var(yhat_all) / len(yhat_all)
+    if len(y) < 3 or rectifier <= 0 or room <= 0:
         return None
-    effective = math.ceil((2 * norm.ppf(1 - alpha / 2) / width) ** 2 * p * (1 - p))
-    try:
-        plan = ppi_mean_power(np.asarray(y, float), np.asarray(yhat, float), cost_Y=1.0, cost_Yhat=1e-4,
-                              effective_n=effective, n_max=population)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return int(plan["n"]) if plan and plan.get("n") is not None else None
+    return math.ceil(rectifier / room)
 
 
 def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: dict[str, dict], *,

@@ -246,11 +246,12 @@ def estimate_blocks(result: dict) -> list[tuple]:
                        f"{len(result['pairs'])} pairs)", ["a - b", "difference", f"{level} CI", "p (Holm)", "distinguishable"],
                        [[f"{p['a']} - {p['b']}", f"{100 * p['difference']:+.1f}", _ci(p["ci"]), f"{p['p_holm']:.3f}",
                          "yes" if p["distinguishable"] else "no"] for p in result["pairs"]]))
-    needed = {k: g["labels_needed"] for k, g in first.items() if "labels_needed" in g}
+    needed = {k: (g["labels_needed"], g["n"]) for k, g in first.items() if "labels_needed" in g}
     if needed:
-        blocks.append(("table", "teacher labels needed per group for the target interval width",
+        blocks.append(("table", "teacher labels needed per group for the target interval width (planned on this sample)",
                        [result["group_field"], "labels needed"],
-                       [[k, "-" if v is None else str(v)] for k, v in needed.items()]))
+                       [[k, "-" if v is None else f"{v}" + (f" (more than the {n} rows)" if v > n else "")]
+                        for k, (v, n) in needed.items()]))
     blocks.append(("text", f"method: {result['method']}; alpha {result['alpha']} ({level} intervals); sampling design: "
                    f"{result['design']}. Teacher-only CI: Wilson score interval on the same labels "
                    "(inverse-probability weighted where inclusion probabilities differ)."))
@@ -294,7 +295,7 @@ def plot_forest(rows: dict[str, dict], path: str | Path, *, rate_name: str, leve
     import matplotlib.pyplot as plt
 
     names = list(rows)
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(names) + 1.4))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(names) + 1.4))
     for i, name in enumerate(names):
         y = len(names) - 1 - i
         g = rows[name]
@@ -311,5 +312,5 @@ def plot_forest(rows: dict[str, dict], path: str | Path, *, rate_name: str, leve
     ax.set_xlabel(f"{rate_name} (%)")
     ax.set_xlim(-2, 102)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 4 else -0.12), ncol=3, fontsize=8, frameon=False)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     return save_figure(fig, path)

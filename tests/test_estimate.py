@@ -303,3 +303,18 @@ def test_eval_html_shows_rates_with_intervals_and_no_kappa_for_one_class(lexical
     page = html_path.read_text()
     assert "safety rate (%) by model" in page and "n/a, one class" in page
     assert (tmp_path / "report.forest.png").is_file() and page.count("data:image/png;base64,") == 3
+
+
+def test_labels_needed_matches_ppi_py_power_on_a_large_population():
+    from judge.estimate import labels_needed
+
+    y, yhat, rng = _population(200_000, seed=7)
+    pilot = rng.choice(200_000, 400, replace=False)
+    ours = labels_needed(y[pilot], yhat[pilot], yhat, 0.06)
+    classical = int(np.ceil((2 * 1.959963984540054 / 0.06) ** 2 * y[pilot].mean() * (1 - y[pilot].mean())))
+    theirs = ppi_py.ppi_mean_power(y[pilot], yhat[pilot], cost_Y=1.0, cost_Yhat=1e-6, effective_n=classical)["n"]
+    assert ours == pytest.approx(theirs, rel=0.05) and ours < classical
+    # and the planned n does give about that width
+    drawn = rng.choice(200_000, ours, replace=False)
+    r = ppi_rate(y[drawn], yhat[drawn], yhat)
+    assert r.ci[1] - r.ci[0] == pytest.approx(0.06, rel=0.15)
