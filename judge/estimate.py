@@ -396,9 +396,12 @@ def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: d
     column = [inputs.scheme.classes.index(c) for c in inputs.scheme.rate_labels]
     pairs = []
     names = [n for n in groups if results[n].get("estimate") is not None]
+    z = norm.ppf(1 - alpha / 2)
     for a, b in combinations(names, 2):
         ra, rb = results[a], results[b]
-        var = ra["se"] ** 2 + rb["se"] ** 2
+        # a widened interval (near 0% / 100%) counts with the standard error its width implies
+        var = sum(max(r["se"], (r["ci"][1] - r["ci"][0]) / (2 * z) if "widened" in r["interval"] else 0) ** 2
+                  for r in (ra, rb))
         shared = sorted(set(index[a]) & set(index[b]))
         if len(shared) > 2 and ra["interval"].startswith("ppi") and rb["interval"].startswith("ppi"):
             ya = inputs.probs[[index[a][g] for g in shared]][:, column].sum(axis=1)
@@ -406,7 +409,6 @@ def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: d
             cov = ra["lam"] * rb["lam"] * np.cov(ya, yb)[0, 1] * len(shared) / (len(groups[a]) * len(groups[b]))
             var = max(var - 2 * cov, 1e-12)
         diff, se = ra["estimate"] - rb["estimate"], math.sqrt(var)
-        z = norm.ppf(1 - alpha / 2)
         pairs.append({"a": a, "b": b, "difference": diff, "ci": [diff - z * se, diff + z * se],
                       "p_value": float(2 * norm.sf(abs(diff) / se)) if se > 0 else 0.0, "shared_prompts": len(shared)})
     order = sorted(range(len(pairs)), key=lambda i: pairs[i]["p_value"])

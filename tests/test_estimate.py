@@ -161,6 +161,11 @@ def test_estimate_json_has_every_group_with_intervals(lexical_setup):
         assert set(g["shares"]) == {"refuse", "warning", "unsafe"}
     assert out["overall"]["n"] == 600 and out["overall"]["n_teacher"] == 180
     assert {(p["a"], p["b"]) for p in out["pairs"]} == {("model-a", "model-b"), ("model-a", "model-c"), ("model-b", "model-c")}
+    a_c = next(p for p in out["pairs"] if (p["a"], p["b"]) == ("model-a", "model-c"))
+    true_gap = np.mean([r["label"] != "unsafe" for r in bench if r["model"] == "model-a"]) - \
+        np.mean([r["label"] != "unsafe" for r in bench if r["model"] == "model-c"])
+    assert a_c["distinguishable"] and a_c["ci"][0] - 0.05 <= true_gap <= a_c["ci"][1] + 0.05
+    assert all(p["p_value"] <= p["p_holm"] <= 1 for p in out["pairs"])
     assert (tmp / "forest.png").stat().st_size > 1000
 
 
