@@ -182,27 +182,30 @@ def score(
     teacher: Annotated[str, typer.Option(help="Teacher model for escalated responses.")] = "gpt-4o-2024-08-06",
     base_url: BaseUrl = None,
     api_key: Annotated[Optional[str], typer.Option(help="Teacher API key (default: OPENAI_API_KEY). Never stored.")] = None,
+    engine: Annotated[str, typer.Option(help='local (this process) or ray (actors on a Ray cluster, one GPU each when it has GPUs; pip install "judge-distill[ray]").')] = "local",
+    address: Annotated[Optional[str], typer.Option(help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors, each loading the judge once (default: one per GPU, else one per 2 CPUs).")] = None,
     cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite) shared with `judge collect`.")] = Path("data_cache/teacher.sqlite"),
 ) -> None:
     """Label every response offline and print the benchmark's rates, overall and per model / category."""
     from judge.benchmark_reports import REPORTS, benchmark_report, format_report
     from judge.benchmark_reports import write_back as write_back_files
     from judge.evaluate import rate_summary
-    from judge.model import Judge
     from judge.records import read_records, write_jsonl
     from judge.report import format_rates
-    from judge.score import score_records
+    from judge.score import open_judge, score_with_engine
 
     if report and report not in REPORTS:
         raise fail(InputError(f"unknown --report {report!r}: use one of {', '.join(REPORTS)}"))
     try:
-        judge = Judge.load(judge_dir)
+        judge = open_judge(judge_dir, engine)
         # Teacher labels only ride along here, in the files' own scheme (MM-SafetyBench verdicts can be
         # scored by a VLSBench judge); the judge's labels are always in its scheme.
         dataset = read_records(responses, format=format_, benchmark_data=benchmark_data, model_name=model_name,
                                skip_invalid=skip_invalid, prefer_scheme=judge.scheme)
         echo_skipped(dataset)
-        rows, predictions = score_records(judge, dataset.records, batch_size=batch_size, progress=True)
+        rows, predictions = score_with_engine(judge, dataset.records, engine, batch_size=batch_size, address=address,
+                                              workers=workers, progress=True)
         if escalate_below is not None or target_kappa is not None:
             from judge.collect import TeacherConfig
             from judge.escalate import escalate_predictions, format_escalation

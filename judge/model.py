@@ -66,34 +66,37 @@ class Judge:
         return float(self.meta.get("calibration", {}).get("temperature", 1.0))
 
     @staticmethod
-    def load(path: str | Path) -> Judge:
-        """Load any artifact folder written by `judge distill`."""
-        meta_path = Path(path) / ARTIFACT_FILE
-        if not meta_path.is_file():
-            raise InputError(f"not a judge artifact (no {ARTIFACT_FILE})", path=path)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"artifact format {meta.get('format_version')} is not {FORMAT_VERSION}", path=meta_path)
-        module, _, cls = BACKENDS[meta["kind"]].partition(":")
-        return getattr(importlib.import_module(module), cls)(path, meta)
+    def load(path: str | Path, **options) -> Judge:
+        """Load any artifact folder written by `judge distill`. `options` go to the backend (a transformer
+        judge takes ``device`` and ``dtype``)."""
+        meta = read_meta(path)
+        return backend_class(meta)(path, meta, **options)
+
+    @staticmethod
+    def without_model(path: str | Path) -> Judge:
+        """The artifact's scheme, calibration and metadata with no weights loaded: what a driver that
+        scores elsewhere (the Ray engine) needs for rates and escalation. It cannot predict."""
+        return Judge(path, read_meta(path))
+
+    @classmethod
+    def default_batch_size(cls, meta: dict, device_type: str) -> int:
+        """Responses per batch on a device ("cpu" or "cuda"), known before loading (the Ray driver plans with it)."""
+        return cls.batch_size
 
     def save_meta(self) -> None:
         """Rewrite judge.json (after calibration adds a temperature, say)."""
         write_meta(self.path, self.meta)
 
     def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError("this judge was opened without its model: use Judge.load to score")
 
     def logits(self, records: Sequence[Record | Mapping], *, batch_size: int | None = None,
                progress: bool = False) -> np.ndarray:
         """Uncalibrated scores, shape (n, n_classes); sorted by length inside so batches pad little."""
         records = as_records(records)
-        size = batch_size or self.batch_size
-        order = sorted(range(len(records)), key=lambda i: len(records[i].response) + len(records[i].question))
         out = np.zeros((len(records), len(self.classes_)))
         with tqdm(total=len(records), disable=not progress, unit="resp", desc="scoring") as bar:
-            for start in range(0, len(order), size):
-                chunk = order[start:start + size]
+            for chunk in length_sorted_batches(records, batch_size or self.batch_size):
                 out[chunk] = self._logits_batch([records[i] for i in chunk])
                 bar.update(len(chunk))
         return out
@@ -104,6 +107,29 @@ class Judge:
     def predict(self, records: Sequence[Record], **kwargs) -> list[Prediction]:
         probs = self.predict_proba(records, **kwargs)
         return [Prediction(self.classes_[int(row.argmax())], dict(zip(self.classes_, map(float, row)))) for row in probs]
+
+
+def length_sorted_batches(records: Sequence[Record], size: int) -> list[list[int]]:
+    """Indices of `records` in batches of similar length (little padding). Every engine batches with this,
+    so a response is scored in the same batch, hence to the same bits, wherever it runs."""
+    order = sorted(range(len(records)), key=lambda i: len(records[i].response) + len(records[i].question))
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+def read_meta(path: str | Path) -> dict:
+    """judge.json of an artifact folder, checked for its format version."""
+    meta_path = Path(path) / ARTIFACT_FILE
+    if not meta_path.is_file():
+        raise InputError(f"not a judge artifact (no {ARTIFACT_FILE})", path=path)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"artifact format {meta.get('format_version')} is not {FORMAT_VERSION}", path=meta_path)
+    return meta
+
+
+def backend_class(meta: dict) -> type[Judge]:
+    module, _, cls = BACKENDS[meta["kind"]].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def as_records(items: Sequence[Record | Mapping]) -> list[Record]:

@@ -32,3 +32,12 @@ def tiny_judge(tiny_bert, tmp_path_factory) -> str:
                                             "student": "transformer"})
     distill(read_records(labels), root / "judge", config, progress=False)
     return str(root / "judge")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """One local Ray cluster (2 CPUs) shared by every Ray test, shut down at the end; yields its address."""
+    ray = pytest.importorskip("ray", reason='the Ray engine needs the extra: pip install -e ".[ray]"')
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -202,7 +202,7 @@ def test_tiny_llama_trains_with_real_4bit_qlora_on_cpu(tmp_path):
     predictions = judge.predict(test)
     assert len(predictions) == len(test) and all(p.label in dataset.scheme.classes for p in predictions)
     assert all(abs(sum(p.probs.values()) - 1) < 1e-6 for p in predictions)
-    assert judge.model.base_model.model.config.pad_token_id == judge.tokenizer.pad_token_id
+    assert judge.model.config.pad_token_id == judge.tokenizer.pad_token_id  # the adapter merged into the base
 
 
 class _StopAfterFirstEpoch(TrainerCallback):

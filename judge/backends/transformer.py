@@ -101,26 +101,58 @@ def artifact_backbone(backbone: dict) -> BackboneRef:
     return local_backbone(resolve_backbone(backbone["name"]))
 
 
-class TransformerJudge(Judge):
-    """Scores on CUDA when there is one (a QLoRA adapter then loads on a 4-bit base), else in fp32 on the CPU."""
+CPU_BATCH_SIZE = 32  # bench/score_speed.py --batch-sizes times others (docs/speed.md)
+CUDA_TOKENS_PER_BATCH = 32768  # ~1 GB of bf16 activations for a 1.5B model's widest layer: fits any 16 GB GPU
 
-    def __init__(self, path, meta):
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a CUDA GPU that has it (fp16 on older ones); fp32 on a CPU, where most chips run bf16 slower."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TransformerJudge(Judge):
+    """Scores on CUDA when there is one (bf16; a QLoRA adapter on its 4-bit base), else in fp32 on the CPU.
+
+    An unquantized adapter is merged into the backbone's weights at load (the adapter stays on disk):
+    scoring then runs the plain model, without LoRA's extra matmuls on every layer.
+    `device` and `dtype` (e.g. "cpu", "float32") override the defaults, as benchmarks comparing them do.
+    """
+
+    def __init__(self, path, meta, *, device: str | None = None, dtype: str | torch.dtype | None = None):
         from peft import PeftModel
 
         super().__init__(path, meta)
-        self.batch_size = 16
+        self.device = torch.device(device) if device else default_device()
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or inference_dtype(self.device)
         self.max_length = int(meta["max_length"])
+        self.batch_size = self.default_batch_size(meta, self.device.type)
         self.tokenizer = AutoTokenizer.from_pretrained(Path(path) / "tokenizer")
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if (Path(path) / "model").is_dir():  # merged export
-            model = AutoModelForSequenceClassification.from_pretrained(Path(path) / "model", dtype=torch.float32)
+        if (Path(path) / "model").is_dir():  # merged export or full fine-tune
+            model = AutoModelForSequenceClassification.from_pretrained(Path(path) / "model", dtype=self.dtype)
             self.model = model.to(self.device).eval()
             return
         quant = meta.get("training", {}).get("quant", "none") if self.device.type == "cuda" else "none"
+        # merged in fp32 (then cast), so a bf16 judge rounds the merged weights once, not base and delta apart
         base = load_classifier(artifact_backbone(meta["backbone"]), len(self.classes_),
-                               quantization_config=quantization_config(quant), pad_token_id=self.tokenizer.pad_token_id)
+                               quantization_config=quantization_config(quant), pad_token_id=self.tokenizer.pad_token_id,
+                               dtype=torch.float32 if quant == "none" else self.dtype)
         model = PeftModel.from_pretrained(base, Path(path) / "adapter")
-        self.model = (model if quant != "none" else model.to(self.device)).eval()
+        if quant == "none":  # merging into 4-bit or 8-bit weights would round the adapter away
+            model = model.merge_and_unload().to(self.device, self.dtype)
+        self.model = model.eval()
+
+    @classmethod
+    def default_batch_size(cls, meta: dict, device_type: str) -> int:
+        """A fixed token budget per batch on CUDA (so long inputs get smaller batches); a small batch on a CPU."""
+        if device_type == "cuda":
+            return max(8, min(512, CUDA_TOKENS_PER_BATCH // int(meta["max_length"])))
+        return CPU_BATCH_SIZE
 
     @torch.inference_mode()
     def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
