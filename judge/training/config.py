@@ -14,6 +14,10 @@ from pathlib import Path
 from judge.errors import InputError
 
 
+# `portfolio = "quick"` (the demo): fewer folds, a short transformer run, the lexical search on views only
+QUICK = {"folds": 3, "epochs": 2.0, "max_length": 64, "lexical_search": "views", "budget": "100s"}
+
+
 @dataclass
 class TrainConfig:
     # what the student reads
@@ -43,17 +47,21 @@ class TrainConfig:
     # loss: hard = cross-entropy; soft = KL to teacher probabilities; auto = soft when every row has them
     loss: str = "auto"
     class_weights: bool = False  # inverse-frequency weights in the hard-label cross-entropy
-    # splits and selection
-    test_size: float = 0.2
-    val_size: float = 0.1
+    # how agreement is estimated and the student chosen (judge/training/portfolio.py)
+    holdout: float = 0.0  # share of prompt groups kept as an untouched test split (0: every label trains the judge)
+    folds: int = 5  # grouped, label-stratified folds: every candidate is compared on out-of-fold predictions
+    transformer_folds: str = "auto"  # folds a transformer runs: auto = all on CUDA, 1 on a CPU; or a number
+    val_size: float = 0.1  # share of a fold's fitting rows a transformer early-stops on
     early_stopping_patience: int = 2  # evaluations with neither a better val kappa nor a lower val loss
+    tie_margin: float = 0.01  # a cheaper student within this much kappa of the best wins
     seed: int = 0
-    # which student (judge/training/portfolio.py): auto = every candidate that fits the budget, best val kappa wins;
-    # or one of lexical, transformer (`finetune` on `backbone`), PRESET-lora, PRESET-full, ensemble
+    # which student: auto = the portfolio's candidates within the budget; or one of lexical, transformer
+    # (`finetune` on `backbone`), PRESET-lora, PRESET-full, stack, blend, ensemble (stack and blend)
     student: str = "auto"
-    budget: str = "10m"  # wall time for the candidates, e.g. 90s, 10m, 1h, or none
-    views: str = "auto"  # views the lexical search tries (auto = all, or a comma list); transformers read its pick
-    folds: int = 3  # grouped folds on train for the ensemble's out-of-fold predictions
+    portfolio: str = "default"  # default, quick (QUICK below: the demo), wide (+ LoRA; open LMs on CUDA)
+    budget: str = "15m"  # wall time for choosing (cross-validation), refit included: 90s, 10m, 1h or none
+    views: str = "auto"  # views searched (auto = all, or a comma list); each student chooses its own
+    lexical_search: str = "full"  # full: views, then C and class weighting; views: views only (C=10, unweighted)
 
     @classmethod
     def resolve(cls, path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
@@ -67,6 +75,8 @@ class TrainConfig:
         if unknown:
             raise InputError(f"unknown config keys {unknown}; known: {', '.join(known)}", path=path)
         config = cls()
+        if values.get("portfolio") == "quick":  # the quick preset's settings, unless set explicitly
+            values = {**QUICK, **values}
         for key, value in values.items():
             current = getattr(config, key)
             try:

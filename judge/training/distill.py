@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from judge.errors import InputError
 from judge.estimate import row_key
@@ -26,10 +29,10 @@ from judge.training.portfolio import run_portfolio
 MIN_LABELLED = 20
 CANDIDATES_DIR = "candidates"
 # What a student writes into its folder; cleared before the winner is copied in.
-ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "combiner.skops", "checkpoints")
+ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "combiner.skops", "checkpoints", "report.json")
 
 
-def data_summary(dataset: Dataset, split) -> dict:
+def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dict:
     """What the judge was trained on: source hashes, sizes, label counts (for the artifact and card)."""
     labelled = dataset.labelled
     return {
@@ -37,24 +40,33 @@ def data_summary(dataset: Dataset, split) -> dict:
         "lines_read": dataset.lines_read,
         "skipped": len(dataset.skipped),
         "labelled": len(labelled),
-        "split": split.sizes(),
+        "trained_on": len(trained),  # every labelled row not held out: the shipped student was fitted on all of them
+        "holdout": len(test),
+        "folds": folds,
         "groups": len({r.prompt_group for r in labelled}),
         "label_counts": dict(Counter(r.label for r in labelled)),
         "category_counts": dict(Counter(r.category for r in labelled if r.category)),
         "model_counts": dict(Counter(r.model for r in labelled if r.model)),
         # rows whose labels shaped the student (fit, early stopping, choice): never an estimation sample
-        "trained_row_keys": sorted(row_key(r) for r in [*split.train, *split.val]),
+        "trained_row_keys": sorted(row_key(r) for r in trained),
     }
 
 
-def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = None, *,
-            resume: bool = False, progress: bool = True, candidates: list | None = None,
-            keep_candidates: bool = False) -> dict:
-    """Split by prompt group, train the student(s), score the held-out test split, write the artifact.
+def cv_method(winner, folds: int) -> str:
+    if winner.design == f"{folds}-fold":
+        return f"grouped {folds}-fold cross-validation, out-of-fold predictions, 95% group-bootstrap interval"
+    return (f"out-of-fold predictions on {winner.design.replace('folds', 'grouped folds')} (all the design afforded), "
+            "95% group-bootstrap interval")
 
-    ``config.student`` picks the student (auto: a portfolio within ``config.budget``, the best
-    validation kappa wins; see judge/training/portfolio.py). The test split is scored only for the winner.
-    Returns the agreement report on the test split plus the leaderboard (also ``report.json``).
+
+def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = None, *,
+            progress: bool = True, candidates: list | None = None, keep_candidates: bool = False) -> dict:
+    """Choose a student by grouped cross-validation, refit it on every labelled row, write the artifact.
+
+    ``config.student`` picks the student (auto: the portfolio within ``config.budget``; the rules are
+    in judge/training/portfolio.py). Agreement is the winner's out-of-fold agreement, or, with
+    ``config.holdout`` > 0, its agreement on that untouched test split (the rest trains the judge).
+    Returns the agreement report plus the leaderboard (also ``report.json``).
     """
     config = config or TrainConfig()
     out = Path(out_dir)
@@ -63,28 +75,55 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         raise InputError(f"only {len(labelled)} labelled records: distillation needs at least {MIN_LABELLED}")
     if len({r.label for r in labelled}) < 2:
         raise InputError("every record has the same teacher label: nothing to learn")
-    split = split_by_group(labelled, test_size=config.test_size, val_size=config.val_size, seed=config.seed)
+    if not 0 <= config.holdout < 1:
+        raise InputError(f"holdout {config.holdout}: a share of the rows in [0, 1)")
+    split = split_by_group(labelled, test_size=config.holdout, val_size=0.0, seed=config.seed)
+    rows, test = split.train, split.test
 
-    portfolio = run_portfolio(split, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
-                              resume=resume, progress=progress)
+    portfolio = run_portfolio(rows, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
+                              progress=progress)
     winner = portfolio.winner
+    if progress:
+        print(f"[distill] refitting {winner.candidate} on all {len(rows)} rows", file=sys.stderr, flush=True)
+    shipped = out / CANDIDATES_DIR / winner.candidate
+    shutil.rmtree(shipped, ignore_errors=True)
+    refit_meta = winner.source.refit(rows, dataset.scheme, config, winner, shipped)
     for part in ARTIFACT_PARTS:  # the folder holds one judge: drop what an earlier run's student left
         if (out / part).is_dir():
             shutil.rmtree(out / part)
         else:
             (out / part).unlink(missing_ok=True)
-    shutil.copytree(winner.path, out, dirs_exist_ok=True)
-    meta = {**winner.meta, "data": data_summary(dataset, split), "teacher": teacher_summary(labelled),
-            "leaderboard": portfolio.leaderboard()}
-    write_meta(out, meta)
+    shutil.copytree(shipped, out, dirs_exist_ok=True)
 
-    judge = Judge.load(out)
-    report = {"split": "test", **evaluate(split.test, [p.label for p in judge.predict(split.test, progress=progress)],
-                                          dataset.scheme, seed=config.seed)} if split.test else {}
-    report.update(student=winner.candidate, leaderboard=portfolio.leaderboard())
-    meta["metrics"] = {"test": report.get("overall"), "val": {"kappa": winner.val_kappa, "kappa_ci": winner.val_kappa_ci}}
+    covered = np.flatnonzero(winner.covered)
+    oof_rows = [rows[i] for i in covered]
+    oof_labels = [dataset.scheme.classes[j] for j in winner.probs[covered].argmax(axis=1)]
+    cv = {"method": cv_method(winner, portfolio.folds.k),
+          **evaluate(oof_rows, oof_labels, dataset.scheme, seed=config.seed)}
+    if test:
+        judge = Judge.load(out)
+        report = {"split": "test", "method": f"held-out test split: {len(test)} rows from "
+                  f"{len({r.prompt_group for r in test})} prompt groups used neither to train nor to choose, "
+                  "95% group-bootstrap interval",
+                  **evaluate(test, [p.label for p in judge.predict(test, progress=progress)], dataset.scheme,
+                             seed=config.seed)}
+    else:
+        report = {"split": "cv", **cv}
+    selection = {"folds": portfolio.folds.k, "compared_rows": portfolio.compared_rows, "resolved": portfolio.resolved,
+                 "tie_margin": config.tie_margin}
+    report.update(student=winner.candidate, leaderboard=portfolio.leaderboard(), selection=selection,
+                  trained_on=len(rows))
+    if test:
+        report["cv"] = {"method": cv["method"], "overall": cv["overall"]}
+    o = report["overall"]
+    meta = {**refit_meta, "data": data_summary(dataset, rows, test, portfolio.folds.k), "teacher": teacher_summary(labelled),
+            "leaderboard": portfolio.leaderboard(), "selection": selection,
+            "agreement": {"kappa": o["kappa"], "kappa_ci": o["kappa_ci"], "n": o["n"], "method": report["method"]},
+            # `test` is the training-time agreement calibrate's drift check and the card compare with
+            "metrics": {"test": o, "cv": {"kappa": cv["overall"]["kappa"], "kappa_ci": cv["overall"]["kappa_ci"],
+                                          "n": cv["overall"]["n"], "method": cv["method"]}}}
     write_meta(out, meta)
-    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     if not keep_candidates:
         shutil.rmtree(out / CANDIDATES_DIR, ignore_errors=True)
     return report

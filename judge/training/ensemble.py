@@ -1,76 +1,77 @@
-"""Stacking: a combiner over member students, fitted only on predictions for rows the member never saw.
+"""Combining students on the out-of-fold predictions selection already made: no member is retrained.
 
-Each member is retrained on K-1 grouped folds of the training split and predicts the held-out
-fold; the combiner (logistic regression on log-probabilities) learns from those out-of-fold rows
-only. The members shipped in the artifact are the ones already trained on the whole training
-split. `OutOfFold` keeps the fold of every row and the ids each fold model trained on, so the
-no-leak rule can be checked, not just claimed.
+Every member predicted each row it covers from a model that never saw that row's prompt group, so
+a combiner fitted on those predictions learns how far to trust each member on unseen prompts. Two
+combiners compete like any other candidate:
+
+- **stack**: logistic regression on the members' log-probabilities (a per-member temperature and
+  weighting per class);
+- **blend**: a weighted average of the members' probabilities, the weights from a 0.1 grid on the
+  simplex (one number for two members: it cannot overfit the way a stacker can on a few hundred rows).
+
+Their own agreement is estimated honestly by a second, inner grouped cross-validation over the
+rows every member covers: each inner fold's combiner is fitted on the other inner folds only.
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
-from pathlib import Path
+import itertools
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold
 
-from judge.backends.ensemble import COMBINER_FILE, stack_features
-from judge.backends.lexical import save_estimator
-from judge.errors import InputError
+from judge.backends.ensemble import stack_features
 from judge.records import Record
-from judge.splits import Split
+from judge.splits import grouped_folds
+from judge.training.lexical import kappa
+
+INNER_FOLDS = 5
+BLEND_STEP = 0.1
 
 
-@dataclass
-class OutOfFold:
-    """Member probabilities for every training row, each from a model that did not train on that row."""
-
-    probs: list[np.ndarray]  # one (n_train, n_classes) array per member
-    fold_of: np.ndarray  # fold index of each training row
-    trained_on: list[set[str]] = field(default_factory=list)  # record ids each fold's models were fitted on
+def weight_grid(members: int, step: float = BLEND_STEP) -> list[tuple[float, ...]]:
+    """Every weight vector on the simplex with entries in multiples of `step`."""
+    n = round(1 / step)
+    return [tuple(c / n for c in combo) for combo in itertools.product(range(n + 1), repeat=members) if sum(combo) == n]
 
 
-def grouped_folds(records: list[Record], k: int, seed: int = 0) -> np.ndarray:
-    """Fold index per record: whole prompt groups per fold, label-stratified."""
-    groups = [r.prompt_group for r in records]
-    if len(set(groups)) < k:
-        raise InputError(f"only {len(set(groups))} prompt groups in train: too few for {k} folds")
-    fold_of = np.zeros(len(records), dtype=int)
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(records)), [r.label for r in records], groups)):
-        fold_of[held] = fold
-    return fold_of
+class Stack:
+    name = "stack"
+
+    def fit(self, member_probs: list[np.ndarray], labels: list[str], classes, seed: int = 0) -> LogisticRegression:
+        return LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(stack_features(member_probs), labels)
+
+    def predict_proba(self, fitted: LogisticRegression, member_probs: list[np.ndarray], classes) -> np.ndarray:
+        proba = fitted.predict_proba(stack_features(member_probs))
+        out = np.full((proba.shape[0], len(classes)), 1e-9)
+        for j, c in enumerate(fitted.classes_):
+            out[:, list(classes).index(str(c))] = proba[:, j]
+        return out / out.sum(axis=1, keepdims=True)
 
 
-def out_of_fold(members, split: Split, scheme, *, k: int, seed: int, work_dir: Path,
-                progress: bool = False) -> OutOfFold:
-    """Train every member on each K-1 folds of split.train (with split.val for its own early stopping)
-    and predict the held-out fold. `members` are (candidate, config) pairs with fixed hyperparameters."""
-    from judge.model import Judge
-    from judge.training.portfolio import write_candidate
+class Blend:
+    name = "blend"
 
-    fold_of = grouped_folds(split.train, k, seed)
-    n = len(split.train)
-    probs = [np.zeros((n, len(scheme.classes))) for _ in members]
-    trained_on = []
-    for fold in range(k):
-        fit_rows = [r for r, f in zip(split.train, fold_of) if f != fold]
-        held = np.flatnonzero(fold_of == fold)
-        trained_on.append({r.id for r in fit_rows})
-        for m, (candidate, config) in enumerate(members):
-            fold_dir = work_dir / f"{candidate.name}-fold{fold}"
-            write_candidate(candidate, Split(fit_rows, split.val, []), scheme, config, fold_dir, progress=progress)
-            probs[m][held] = Judge.load(fold_dir).predict_proba([split.train[i] for i in held])
-            shutil.rmtree(fold_dir, ignore_errors=True)
-    return OutOfFold(probs, fold_of, trained_on)
+    def fit(self, member_probs: list[np.ndarray], labels: list[str], classes, seed: int = 0) -> tuple[float, ...]:
+        """The weights with the best kappa on these rows (ties: the most even weights, then grid order)."""
+        def score(w):
+            return kappa(labels, [classes[i] for i in self.predict_proba(w, member_probs, classes).argmax(axis=1)], classes)
+        return max(weight_grid(len(member_probs)), key=lambda w: (score(w), -max(w)))
+
+    def predict_proba(self, weights, member_probs: list[np.ndarray], classes) -> np.ndarray:
+        return sum(w * p for w, p in zip(weights, member_probs))
 
 
-def fit_combiner(oof: OutOfFold, labels: list[str], out_dir: Path, seed: int = 0) -> LogisticRegression:
-    """Logistic regression on the stacked out-of-fold log-probabilities, saved with skops."""
-    combiner = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(stack_features(oof.probs), labels)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_estimator(combiner, out_dir / COMBINER_FILE)
-    return combiner
+def cross_fitted(combiner, member_probs: list[np.ndarray], records: list[Record], classes, seed: int = 0):
+    """(out-of-fold probabilities of the combiner over `records`, the combiner fitted on all of them).
+
+    `member_probs` are the members' out-of-fold probabilities on these records.
+    """
+    labels = [r.label for r in records]
+    folds = grouped_folds(records, INNER_FOLDS, seed + 7)
+    probs = np.zeros((len(records), len(classes)))
+    for fold in range(folds.k):
+        fit, held = folds.fit_rows(fold), folds.held(fold)
+        fitted = combiner.fit([p[fit] for p in member_probs], [labels[i] for i in fit], classes, seed)
+        probs[held] = combiner.predict_proba(fitted, [p[held] for p in member_probs], classes)
+    return probs, combiner.fit(member_probs, labels, classes, seed)

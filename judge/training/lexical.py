@@ -1,9 +1,9 @@
 """The lexical student: word 1-2-gram and character 2-5-gram TF-IDF with logistic regression.
 
-One fit takes seconds, so the portfolio can afford to search what it reads (every view) and its
-regularisation (C, class weighting) on validation kappa: 30 fits, about two minutes on XSTest's
-long responses on a shared 2-core CPU. The features are fitted once per view and shared by every
-C tried on it.
+Its settings (view, C, class weighting) are chosen on out-of-fold kappa over the same grouped folds
+every candidate is compared on. A logistic regression on ~40k sparse features takes seconds, so the
+search runs in two stages: every distinct view at C=10 unweighted, then C and class weighting on
+the chosen view (the TF-IDF of each view and fold is fitted once and shared by every C tried on it).
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
-from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from judge.backends.lexical import MODEL_FILE, save_estimator
+from judge.backends.lexical import MODEL_FILE, aligned_log_proba, save_estimator
 from judge.errors import InputError
 from judge.metrics import kappa_from_confusion
 from judge.records import Record
 from judge.schemes import Scheme
-from judge.splits import Split
+from judge.splits import Folds
 from judge.views import VIEWS, render_text
 
-CS = (1.0, 3.0, 10.0, 30.0, 100.0)
+CS = (3.0, 10.0, 30.0)
 CLASS_WEIGHTS = (None, "balanced")
+FIRST_C = 10.0  # the C every view is compared at, before C itself is searched
 
 
 def make_features() -> FeatureUnion:
@@ -39,26 +39,14 @@ def make_features() -> FeatureUnion:
 
 
 def make_classifier(C: float, class_weight: str | None, seed: int = 0) -> LogisticRegression:
-    return LogisticRegression(C=C, class_weight=class_weight, max_iter=3000, random_state=seed)
+    # newton-cg: 3x faster than lbfgs on ~40k sparse TF-IDF columns here, the same kappa
+    return LogisticRegression(C=C, class_weight=class_weight, solver="newton-cg", tol=1e-3, max_iter=1000,
+                              random_state=seed)
 
 
 def kappa(y_true, y_pred, classes) -> float:
     k = kappa_from_confusion(confusion_matrix(y_true, y_pred, labels=list(classes)))
     return -1.0 if np.isnan(k) else k
-
-
-@dataclass
-class LexicalFit:
-    pipeline: Pipeline
-    view: str
-    C: float
-    class_weight: str | None
-    val_kappa: float
-    search: list[dict] = field(default_factory=list)
-
-    def info(self) -> dict:
-        return {"view": self.view, "C": self.C, "class_weight": self.class_weight, "val_kappa": self.val_kappa,
-                "search": self.search}
 
 
 def distinct_views(records: list[Record], views) -> list[str]:
@@ -72,47 +60,80 @@ def distinct_views(records: list[Record], views) -> list[str]:
     return kept
 
 
-def fit_lexical(split: Split, scheme: Scheme, *, views=tuple(VIEWS), Cs=CS, class_weights=CLASS_WEIGHTS,
-                seed: int = 0) -> LexicalFit:
-    """Fit on split.train, choose view, C and class weighting by kappa on split.val.
+@dataclass
+class LexicalCV:
+    """The chosen settings, their out-of-fold probabilities (columns in scheme order) and the search."""
 
-    Without a validation split the choice is made by grouped 3-fold cross-validation on train.
-    """
+    view: str
+    C: float
+    class_weight: str | None
+    kappa: float
+    probs: np.ndarray
+    search: list[dict] = field(default_factory=list)
+
+
+def cross_validate_lexical(records: list[Record], folds: Folds, scheme: Scheme, *, views=tuple(VIEWS), Cs=CS,
+                           class_weights=CLASS_WEIGHTS, seed: int = 0, say=lambda message: None) -> LexicalCV:
+    """Choose view, C and class weighting by out-of-fold kappa over `folds` (two stages, see the module)."""
     unknown = [v for v in views if v not in VIEWS]
     if unknown:
         raise InputError(f"unknown views {unknown}: choose from {', '.join(VIEWS)}")
-    y_train = [r.label for r in split.train]
-    best: LexicalFit | None = None
-    search = []
-    for view in distinct_views(split.train, views):
-        features = make_features()
-        x_train = features.fit_transform([render_text(r, view) for r in split.train])
-        x_val = features.transform([render_text(r, view) for r in split.val]) if split.val else None
-        for C in Cs:
-            for weight in class_weights:
-                clf = make_classifier(C, weight, seed)
-                if split.val:
-                    score = kappa([r.label for r in split.val], clf.fit(x_train, y_train).predict(x_val), scheme.classes)
-                else:
-                    cv = GroupKFold(n_splits=3)
-                    pred = cross_val_predict(clf, x_train, y_train, groups=[r.prompt_group for r in split.train], cv=cv)
-                    score = kappa(y_train, pred, scheme.classes)
-                search.append({"view": view, "C": C, "class_weight": weight, "val_kappa": round(score, 4)})
-                if best is None or score > best.val_kappa:
-                    best = LexicalFit(Pipeline([("features", features), ("clf", clf)]), view, C, weight, score)
-    if not split.val:  # the chosen classifier was only cross-validated: fit it on all of train
-        best.pipeline.named_steps["clf"].fit(best.pipeline.named_steps["features"].transform(
-            [render_text(r, best.view) for r in split.train]), y_train)
+    y = np.array([r.label for r in records])
+    matrices: dict[str, list] = {}
+
+    def features(view):
+        if view not in matrices:
+            texts = [render_text(r, view) for r in records]
+            matrices[view] = []
+            for fold in range(folds.k):
+                fit, held = folds.fit_rows(fold), folds.held(fold)
+                union = make_features()
+                matrices[view].append((union.fit_transform([texts[i] for i in fit]), union.transform([texts[i] for i in held])))
+        return matrices[view]
+
+    def out_of_fold(view, C, weight):
+        probs = np.zeros((len(records), len(scheme.classes)))
+        for fold, (x_fit, x_held) in enumerate(features(view)):
+            clf = make_classifier(C, weight, seed).fit(x_fit, y[folds.fit_rows(fold)])
+            probs[folds.held(fold)] = np.exp(aligned_log_proba(clf, x_held, scheme.classes))
+        return probs
+
+    search, best = [], None
+
+    def trial(view, C, weight):
+        nonlocal best
+        probs = out_of_fold(view, C, weight)
+        score = kappa(y, [scheme.classes[i] for i in probs.argmax(axis=1)], scheme.classes)
+        search.append({"view": view, "C": C, "class_weight": weight, "cv_kappa": round(score, 4)})
+        say(f"lexical: view {view}, C={C:g}, class_weight={weight}: out-of-fold kappa {score:.3f}")
+        if best is None or score > best.kappa:
+            best = LexicalCV(view, C, weight, score, probs)
+
+    first_c = FIRST_C if FIRST_C in Cs else Cs[0]
+    for view in distinct_views(records, views):
+        trial(view, first_c, class_weights[0])
+    view = best.view
+    matrices = {view: matrices[view]}  # free the other views' features
+    for C in Cs:
+        for weight in class_weights:
+            if (C, weight) != (first_c, class_weights[0]):
+                trial(view, C, weight)
     best.search = search
     return best
 
 
-def train_lexical(split: Split, scheme: Scheme, out_dir: str | Path, **search) -> dict:
-    """Fit (see `fit_lexical`), save the pipeline with skops into out_dir; return what judge.json records."""
+def fit_pipeline(records: list[Record], view: str, C: float, class_weight: str | None, seed: int = 0) -> Pipeline:
+    pipeline = Pipeline([("features", make_features()), ("clf", make_classifier(C, class_weight, seed))])
+    return pipeline.fit([render_text(r, view) for r in records], [r.label for r in records])
+
+
+def train_lexical(records: list[Record], out_dir: str | Path, *, view: str, C: float, class_weight: str | None,
+                  seed: int = 0) -> dict:
+    """Fit the pipeline with fixed settings on `records`, save it with skops; return what judge.json records."""
     started = time.perf_counter()
-    fit = fit_lexical(split, scheme, **search)
-    seconds = time.perf_counter() - started
+    pipeline = fit_pipeline(records, view, C, class_weight, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_estimator(fit.pipeline, out / MODEL_FILE)
-    return {"model_file": MODEL_FILE, **fit.info(), "train_seconds": round(seconds, 2)}
+    save_estimator(pipeline, out / MODEL_FILE)
+    return {"model_file": MODEL_FILE, "view": view, "C": C, "class_weight": class_weight,
+            "train_seconds": round(time.perf_counter() - started, 2)}

@@ -1,12 +1,23 @@
-"""Which student to ship: train candidates within a time budget and keep the best validation kappa.
+"""Which student to ship: every candidate is compared on out-of-fold predictions over the same grouped folds.
 
-Candidates run cheapest first: the lexical student (TF-IDF, every view searched, seconds), the
-embedded transformer with LoRA and as a full fine-tune (reading the view the lexical search
-picked; epochs by early stopping), open LMs when CUDA is there, and a stacked ensemble of whatever
-was trained. Before a candidate starts, its cost is estimated (a transformer from a few measured
-training steps, corrected by how far off that estimate was for the previous transformer); what
-does not fit the budget is skipped or has its epochs capped, and the leaderboard says so. Every
-candidate writes a complete artifact, so whichever wins is scored the same way.
+The rules (docs/distill.md says the same):
+
+- **Design.** The labelled rows (less a `--holdout` test split, if asked for) are cut into K grouped,
+  label-stratified folds (`folds`, default 5). The lexical student runs all K. A transformer runs the
+  folds it is given (`transformer_folds`: all K on CUDA, one on a CPU, fewer if the budget is short),
+  early-stopping on a slice of each fold's own fitting rows, never on the held-out fold.
+- **Comparison.** Candidates are compared on the rows every one of them predicted out of fold, each with
+  its paired kappa difference to the best and a 95% paired group-bootstrap interval.
+- **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
+  predictions (no member is retrained), so they run whenever two members did.
+- **Ties.** The best out-of-fold kappa wins, unless a cheaper student (lexical < transformer < ensemble)
+  is within `tie_margin` (0.01) of it. Not "the cheapest whose interval includes zero": on a thousand
+  rows a paired interval is about +/-0.04 wide, so that rule would ship TF-IDF whenever the better
+  student's lead is smaller than that, throwing away the expected gain to save scoring time.
+- **Every label in the shipped judge.** The winner is refitted on all those rows with the settings it
+  chose (a transformer for the epoch count early stopping chose in its folds); see distill.py.
+- **Budget.** Before a transformer starts, the cost of its folds and of its refit is estimated from a
+  few measured training steps; folds, then epochs, are cut to fit, and the leaderboard says so.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -23,18 +35,20 @@ from pathlib import Path
 import numpy as np
 
 from judge import __version__
-from judge.backbones import PRESETS
+from judge.backbones import PRESETS, missing_backbone
 from judge.errors import InputError
-from judge.metrics import agreement
+from judge.metrics import agreement, paired_kappa_difference
 from judge.model import Judge, write_meta
+from judge.records import Record
 from judge.schemes import Scheme
-from judge.splits import Split
-from judge.views import VIEWS
+from judge.splits import Folds, Split, early_stopping_split, grouped_folds
 from judge.training.config import TrainConfig
-from judge.training.lexical import CLASS_WEIGHTS, CS, train_lexical
+from judge.training.lexical import CLASS_WEIGHTS, CS, FIRST_C, cross_validate_lexical, distinct_views, kappa, train_lexical
+from judge.views import VIEWS
 
 log = logging.getLogger(__name__)
 ESTIMATE_MARGIN = 1.3  # Trainer overhead (evaluation, checkpoints) on top of the measured step time
+COST_RANK = {"lexical": 0, "transformer": 1, "ensemble": 2}  # scoring cost: what a tie is broken by
 
 
 def parse_budget(text: str | None) -> float:
@@ -58,37 +72,70 @@ def search_views(config: TrainConfig) -> tuple[str, ...]:
 
 
 @dataclass
-class Entry:
-    """One leaderboard row, plus (not serialised) what the ensemble needs to retrain the candidate."""
+class Context:
+    """What every candidate's cross-validation shares: the rows, their folds, the clock and the printer."""
+
+    records: list[Record]
+    folds: Folds
+    scheme: Scheme
+    config: TrainConfig
+    work: Path
+    budget: float
+    started: float = field(default_factory=time.perf_counter)
+    progress: bool = False
+    reserved: float = 0.0  # seconds kept back for refitting transformers that already ran
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.started) - self.reserved
+
+    def say(self, message: str) -> None:
+        log.info(message)
+        if self.progress:
+            left = self.budget - (time.perf_counter() - self.started)
+            print(f"[distill] {message}" + (f"  ({left:.0f}s of the budget left)" if math.isfinite(left) else ""),
+                  file=sys.stderr, flush=True)
+
+
+@dataclass
+class Result:
+    """One leaderboard row, plus (not serialised) the out-of-fold probabilities and what refitting needs."""
 
     candidate: str
     kind: str
-    status: str  # trained / skipped
+    status: str = "skipped"  # trained / skipped
     note: str = ""
     view: str | None = None
-    val_kappa: float | None = None
-    val_kappa_ci: tuple[float, float] | None = None
-    val_macro_f1: float | None = None
-    train_seconds: float | None = None
-    items_per_second: float | None = None
+    design: str | None = None
+    rows: int | None = None
+    kappa: float | None = None  # on the rows every candidate predicted (the comparison rows)
+    kappa_ci: tuple[float, float] | None = None
+    delta: float | None = None  # kappa - the best's kappa, paired on the comparison rows
+    delta_ci: tuple[float, float] | None = None
+    seconds: float | None = None
     estimate_seconds: float | None = None
-    path: str | None = None
-    source: object = field(default=None, repr=False)  # the candidate object
-    config: TrainConfig | None = field(default=None, repr=False)
-    meta: dict = field(default_factory=dict, repr=False)
+    probs: np.ndarray | None = field(default=None, repr=False)
+    covered: np.ndarray | None = field(default=None, repr=False)
+    settings: dict = field(default_factory=dict, repr=False)
+    source: object = field(default=None, repr=False)
 
     def row(self) -> dict:
-        keys = ("candidate", "kind", "status", "note", "view", "val_kappa", "val_kappa_ci", "val_macro_f1",
-                "train_seconds", "items_per_second", "estimate_seconds")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("candidate", "kind", "status", "note", "view", "design", "rows", "kappa", "kappa_ci", "delta",
+                "delta_ci", "seconds", "estimate_seconds")
+        return {k: getattr(self, k) for k in keys} | {"settings": {k: v for k, v in self.settings.items() if k != "fitted"}}
 
-    @property
-    def score(self) -> float:
-        return -math.inf if self.val_kappa is None or math.isnan(self.val_kappa) else self.val_kappa
+
+def join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def stamp(meta: dict, name: str, scheme: Scheme, config: TrainConfig) -> dict:
+    meta.update(judge_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                scheme=scheme.to_dict(), student=name, config=config.to_dict())
+    return meta
 
 
 class LexicalCandidate:
-    """TF-IDF + logistic regression; searches views, C and class weighting on validation."""
+    """TF-IDF + logistic regression; view, C and class weighting chosen on out-of-fold kappa."""
 
     kind = "lexical"
 
@@ -96,25 +143,25 @@ class LexicalCandidate:
                  class_weights=CLASS_WEIGHTS):
         self.name, self.views, self.Cs, self.class_weights = name, views, Cs, class_weights
 
-    def configure(self, config: TrainConfig, entries: list[Entry]) -> TrainConfig:
-        return config
+    def cross_validate(self, ctx: Context, result: Result) -> None:
+        views_only = ctx.config.lexical_search == "views"
+        if ctx.config.lexical_search not in ("full", "views"):
+            raise InputError(f"lexical_search {ctx.config.lexical_search!r}: full or views")
+        cv = cross_validate_lexical(ctx.records, ctx.folds, ctx.scheme, views=self.views or search_views(ctx.config),
+                                    Cs=(FIRST_C,) if views_only else self.Cs,
+                                    class_weights=(None,) if views_only else self.class_weights,
+                                    seed=ctx.config.seed, say=ctx.say)
+        result.probs, result.covered = cv.probs, np.ones(len(ctx.records), bool)
+        result.view, result.design = cv.view, f"{ctx.folds.k}-fold"
+        result.settings = {"view": cv.view, "C": cv.C, "class_weight": cv.class_weight, "search": cv.search}
 
-    def estimate(self, split: Split, scheme: Scheme, config: TrainConfig) -> float | None:
-        return None  # minutes at most: always runs first, and its time is reported
-
-    def train(self, split, scheme, config, out: Path, *, resume=False, progress=False) -> dict:
-        info = train_lexical(split, scheme, out, views=self.views or search_views(config), Cs=self.Cs,
-                             class_weights=self.class_weights, seed=config.seed)
-        return {"kind": "lexical", "view": info.pop("view"), "model_file": info.pop("model_file"), "training": info}
-
-    def fixed(self, meta: dict) -> LexicalCandidate:
-        """The same student with its chosen settings frozen (for refitting on folds)."""
-        t = meta["training"]
-        return LexicalCandidate(self.name, views=(meta["view"],), Cs=(t["C"],), class_weights=(t["class_weight"],))
-
-    def fold_seconds(self, entry: Entry) -> float:
-        """Refitting on a fold is one point of the search the full run made."""
-        return entry.train_seconds / max(1, len(entry.meta["training"]["search"]))
+    def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
+        s = result.settings
+        info = train_lexical(records, out, view=s["view"], C=s["C"], class_weight=s["class_weight"], seed=config.seed)
+        meta = {"kind": "lexical", "view": info.pop("view"), "model_file": info.pop("model_file"),
+                "training": {**info, "cv_search": s["search"]}}
+        write_meta(out, stamp(meta, self.name, scheme, config))
+        return meta
 
 
 class TransformerCandidate:
@@ -125,75 +172,198 @@ class TransformerCandidate:
     def __init__(self, name: str, backbone: str | None = None, finetune: str | None = None):
         self.name, self.backbone, self.finetune = name, backbone, finetune
 
-    def configure(self, config: TrainConfig, entries: list[Entry]) -> TrainConfig:
-        """Read the view the lexical search chose (when one ran); a full fine-tune trains unquantized."""
-        lexical = [e for e in entries if e.kind == "lexical" and e.status == "trained"]
-        view = max(lexical, key=lambda e: e.score).view if lexical else config.view
+    def configure(self, config: TrainConfig) -> TrainConfig:
         finetune = self.finetune or config.finetune
         # a full fine-tune moves full-precision weights: 4-bit only if asked for (and then refused)
         quant = "none" if finetune == "full" and config.quant == "auto" else config.quant
-        return replace(config, backbone=self.backbone or config.backbone, view=view, finetune=finetune, quant=quant)
+        return replace(config, backbone=self.backbone or config.backbone, finetune=finetune, quant=quant)
 
-    def estimate(self, split: Split, scheme: Scheme, config: TrainConfig) -> float:
-        rate = probe_train_speed(config, split.train[:config.batch_size], len(scheme.classes))
-        per_epoch = (len(split.train) + len(split.val) / 3) / rate  # evaluation runs ~3x faster than training
-        return ESTIMATE_MARGIN * config.epochs * per_epoch
-
-    def train(self, split, scheme, config, out: Path, *, resume=False, progress=False) -> dict:
+    def _train(self, rows, scheme, config, out: Path, progress: bool, recorded: TrainConfig | None = None) -> dict:
+        """Train on `rows` (early-stopping on val_size of them) into `out`; judge.json records `recorded`
+        (the run's config, so the card can rebuild it) or `config`."""
         from judge.training.transformer import train_transformer
 
-        training = train_transformer(split, scheme, config, out, resume=resume, progress=progress)
+        fit, val = early_stopping_split(rows, config.val_size, config.seed + 1)
+        training = train_transformer(Split(fit, val, []), scheme, config, out, progress=progress)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        return {"kind": "transformer", "view": config.view, "max_length": config.max_length,
+        training.update(view=config.view, epochs=config.epochs)
+        meta = {"kind": "transformer", "view": config.view, "max_length": config.max_length,
                 "backbone": training.pop("backbone"), "training": training}
+        write_meta(out, stamp(meta, self.name, scheme, recorded or config))
+        return meta
 
-    def fixed(self, meta: dict) -> TransformerCandidate:
-        return self
+    def _fold(self, ctx: Context, cfg: TrainConfig, fold: int) -> tuple[np.ndarray, dict]:
+        fit = [ctx.records[i] for i in ctx.folds.fit_rows(fold)]
+        held = [ctx.records[i] for i in ctx.folds.held(fold)]
+        out = ctx.work / f"{self.name}-fold{fold}-{cfg.view}"
+        meta = self._train(fit, ctx.scheme, cfg, out, ctx.progress)
+        probs = Judge.load(out).predict_proba(held)
+        shutil.rmtree(out, ignore_errors=True)
+        return probs, meta["training"]
 
-    def fold_seconds(self, entry: Entry) -> float:
-        """A fold holds (K-1)/K of train; K of them cost about (K-1) full runs."""
-        return entry.train_seconds
+    def plan(self, ctx: Context, cfg: TrainConfig) -> tuple[int, float, float, float, str]:
+        """(folds, epochs, seconds per fold, seconds for the refit, note) that fit what is left of the budget."""
+        wanted = ctx.folds.k if cfg.transformer_folds == "auto" and _cuda() else (
+            1 if cfg.transformer_folds == "auto" else max(1, min(int(cfg.transformer_folds), ctx.folds.k)))
+        if math.isinf(ctx.budget):
+            return wanted, cfg.epochs, math.nan, math.nan, ""
+        rate = probe_train_speed(cfg, ctx.records[:cfg.batch_size], len(ctx.scheme.classes))
+        n = len(ctx.records)
+        per_fold_epoch = ((1 - 1 / ctx.folds.k) * n + n / ctx.folds.k / 3) / rate  # evaluation runs ~3x faster
+        fold_cost, refit_cost = ESTIMATE_MARGIN * cfg.epochs * per_fold_epoch, ESTIMATE_MARGIN * cfg.epochs * n / rate
+        left = ctx.left()
+        folds = min(wanted, math.floor((left - refit_cost) / fold_cost)) if left > refit_cost else 0
+        if folds >= 1:
+            note = f"{folds} of {wanted} folds wanted: the budget" if folds < wanted else ""
+            return folds, cfg.epochs, fold_cost, refit_cost, note
+        epochs = math.floor(cfg.epochs * left / (fold_cost + refit_cost))
+        if epochs < 1:
+            raise InputError(f"one fold and the refit need ~{(fold_cost + refit_cost) / cfg.epochs:.0f}s per epoch "
+                             f"(measured {rate:.1f} examples/s); {max(left, 0):.0f}s of the budget left")
+        scale = epochs / cfg.epochs
+        return 1, float(epochs), fold_cost * scale, refit_cost * scale, (
+            f"epochs capped {cfg.epochs:g} -> {epochs} to fit the budget: early stopping may not have been reached")
+
+    def cross_validate(self, ctx: Context, result: Result) -> None:
+        cfg = self.configure(ctx.config)
+        n_folds, epochs, fold_cost, refit_cost, note = self.plan(ctx, cfg)
+        cfg = replace(cfg, epochs=epochs)
+        if math.isfinite(fold_cost):
+            result.estimate_seconds = round(n_folds * fold_cost + refit_cost, 1)
+        views = distinct_views(ctx.records, search_views(ctx.config)) if ctx.config.student == "auto" else [cfg.view]
+        probs = np.zeros((len(ctx.records), len(ctx.scheme.classes)))
+        covered = np.zeros(len(ctx.records), bool)
+        histories = []
+        if len(views) > 1 and ctx.left() - n_folds * fold_cost * len(views) - refit_cost < 0:
+            # no time to try every view on a fold: the widest, since a cross-encoder reads context TF-IDF cannot use
+            note = join_notes(note, f"view {views[-1]}, the widest: no budget to try {len(views)} views on a fold")
+            views = views[-1:]
+        if len(views) > 1:
+            tried = {}
+            for view in views:
+                ctx.say(f"{self.name}: view {view} on fold 1 of {ctx.folds.k} (up to {epochs:g} epochs)")
+                tried[view] = self._fold(ctx, replace(cfg, view=view), 0)
+            held = ctx.folds.held(0)
+            truth = [ctx.records[i].label for i in held]
+            scores = {v: kappa(truth, [ctx.scheme.classes[j] for j in p.argmax(axis=1)], ctx.scheme.classes)
+                      for v, (p, _) in tried.items()}
+            view = max(views, key=lambda v: scores[v])
+            result.settings["view_search"] = {v: round(s, 4) for v, s in scores.items()}
+            probs[held], covered[held] = tried[view][0], True
+            histories.append(tried[view][1])
+            first = 1
+        else:
+            view, first = views[0], 0
+        cfg = replace(cfg, view=view)
+        for fold in range(first, n_folds):
+            ctx.say(f"{self.name}: fold {fold + 1} of {n_folds} run here ({ctx.folds.k} in the design), view {view}, "
+                    f"up to {epochs:g} epochs")
+            held = ctx.folds.held(fold)
+            probs[held], training = self._fold(ctx, cfg, fold)
+            covered[held] = True
+            histories.append(training)
+        result.probs, result.covered, result.view = probs, covered, view
+        result.design = design_of(covered, ctx.folds)
+        result.note = join_notes(result.note, note)
+        result.settings.update(view=view, epochs_max=epochs, refit_epochs=refit_epochs(histories, epochs),
+                               fold_best_epochs=[best_epoch(h) for h in histories])
+        ctx.reserved += 0.0 if math.isnan(refit_cost) else refit_cost * result.settings["refit_epochs"] / epochs
+
+    def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
+        """All rows, no validation left: as many epochs as early stopping chose in the folds."""
+        cfg = replace(self.configure(config), view=result.settings["view"], epochs=float(result.settings["refit_epochs"]),
+                      val_size=0.0)
+        meta = self._train(records, scheme, cfg, out, progress=False, recorded=config)
+        meta["training"]["fold_best_epochs"] = result.settings["fold_best_epochs"]
+        write_meta(out, meta)
+        return meta
+
+
+def design_of(covered: np.ndarray, folds: Folds) -> str:
+    """"5-fold" when every row was predicted out of fold, else "1 of 5 folds"."""
+    ran = sum(bool(covered[folds.held(f)].all()) for f in range(folds.k))
+    return f"{folds.k}-fold" if ran == folds.k else f"{ran} of {folds.k} folds"
+
+
+def best_epoch(training: dict) -> float | None:
+    """The epoch whose checkpoint early stopping kept (best validation kappa), None without validation."""
+    history = training.get("val_history") or []
+    return max(history, key=lambda h: h["val_kappa"])["epoch"] if history else None
+
+
+def refit_epochs(histories: list[dict], epochs: float) -> int:
+    """The median of the folds' best epochs, rounded up (at least 1); `epochs` where none validated."""
+    best = [b for b in (best_epoch(h) for h in histories) if b is not None]
+    return max(1, math.ceil(float(np.median(best)))) if best else max(1, math.ceil(epochs))
 
 
 class EnsembleCandidate:
-    """Stacks every trained candidate (see judge/training/ensemble.py); `oof` keeps the fold bookkeeping."""
+    """A combiner over every member that ran (see judge/training/ensemble.py): `stack` or `blend`."""
 
     kind = "ensemble"
 
-    def __init__(self, name: str = "ensemble"):
-        self.name = name
-        self.members: list[Entry] = []
-        self.oof = None
+    def __init__(self, name: str = "stack", combiner: str = "stack"):
+        self.name, self.combiner = name, combiner
+        self.members: list[Result] = []
 
-    def configure(self, config: TrainConfig, entries: list[Entry]) -> TrainConfig:
-        self.members = [e for e in entries if e.status == "trained" and e.kind != "ensemble"]
-        return config
+    def cross_validate(self, ctx: Context, result: Result) -> None:
+        from judge.training.ensemble import Blend, Stack, cross_fitted
 
-    def estimate(self, split: Split, scheme: Scheme, config: TrainConfig) -> float:
         if len(self.members) < 2:
-            raise InputError("needs at least two trained candidates to stack")
-        return (config.folds - 1) * sum(m.source.fold_seconds(m) for m in self.members)
+            raise InputError("needs at least two trained candidates to combine")
+        covered = np.logical_and.reduce([m.covered for m in self.members])
+        rows = np.flatnonzero(covered)
+        combiner = {"stack": Stack, "blend": Blend}[self.combiner]()
+        ctx.say(f"{self.name}: {self.combiner} of {', '.join(m.candidate for m in self.members)} on {len(rows)} "
+                "out-of-fold rows")
+        oof, fitted = cross_fitted(combiner, [m.probs[rows] for m in self.members], [ctx.records[i] for i in rows],
+                                   ctx.scheme.classes, ctx.config.seed)
+        result.probs = np.zeros((len(ctx.records), len(ctx.scheme.classes)))
+        result.probs[rows], result.covered = oof, covered
+        result.view = max((m.view for m in self.members), key=list(VIEWS).index)
+        result.design = design_of(covered, ctx.folds)
+        result.settings = {"members": [m.candidate for m in self.members], "fitted": fitted}
+        result.note = "inner 5-fold CV of the combiner on the members' out-of-fold rows"
 
-    def train(self, split, scheme, config, out: Path, *, resume=False, progress=False) -> dict:
+    def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
+        """Members refitted on all rows under members/; the combiner as fitted on their out-of-fold predictions."""
         from judge.backends.ensemble import COMBINER_FILE
-        from judge.training.ensemble import fit_combiner, out_of_fold
+        from judge.backends.lexical import save_estimator
 
-        pairs = [(m.source.fixed(m.meta), m.config) for m in self.members]
-        started = time.perf_counter()
-        self.oof = out_of_fold(pairs, split, scheme, k=config.folds, seed=config.seed, work_dir=out / "folds",
-                               progress=progress)
-        combiner = fit_combiner(self.oof, [r.label for r in split.train], out, seed=config.seed)
-        shutil.rmtree(out / "folds", ignore_errors=True)
         members = []
         for m in self.members:
-            shutil.copytree(m.path, out / "members" / m.candidate, dirs_exist_ok=True)
+            m.source.refit(records, scheme, config, m, out / "members" / m.candidate)
             members.append({"name": m.candidate, "kind": m.kind, "view": m.view, "path": f"members/{m.candidate}"})
-        widest = max((m.view for m in self.members), key=list(VIEWS).index)
-        return {"kind": "ensemble", "view": widest, "members": members, "combiner_file": COMBINER_FILE,
-                "training": {"folds": config.folds, "oof_rows": int(len(self.oof.fold_of)),
-                             "fold_sizes": np.bincount(self.oof.fold_of).tolist(),
-                             "combiner_classes": [str(c) for c in combiner.classes_],
-                             "stacking_seconds": round(time.perf_counter() - started, 1)}}
+        meta = {"kind": "ensemble", "view": result.view, "members": members,
+                "training": {"combiner": self.combiner, "oof_rows": int(result.covered.sum())}}
+        fitted = result.settings["fitted"]
+        if self.combiner == "blend":
+            meta["weights"] = list(fitted)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            save_estimator(fitted, out / COMBINER_FILE)
+            meta["combiner_file"] = COMBINER_FILE
+            meta["training"]["combiner_classes"] = [str(c) for c in fitted.classes_]
+        write_meta(out, stamp(meta, self.name, scheme, config))
+        return meta
+
+
+class Unavailable:
+    """A candidate that cannot run here (its backbone package is missing); the leaderboard says why."""
+
+    kind = "transformer"
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+
+    def cross_validate(self, ctx: Context, result: Result) -> None:
+        raise InputError(self.reason)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int = 2) -> float:
@@ -226,137 +396,129 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
 
 
 FINETUNES = ("lora", "full")
+PORTFOLIOS = ("default", "quick", "wide")
+COMBINERS = ("stack", "blend")
 
 
 def candidates_for(student: str, config: TrainConfig) -> list:
-    """The candidates `student` names: auto = all that apply here; ensemble = its members, then it.
+    """The candidates `student` names: auto = the `portfolio`'s; stack / blend / ensemble = the members, then it.
 
-    Auto trains the configured backbone as LoRA and, where it runs unquantized anyway (the CPU
-    default), as a full fine-tune too: small encoders often gain from moving every weight, and
-    validation decides. Under 4-bit QLoRA a full fine-tune is asked for by name (`minilm-full`).
+    `default` and `quick` train one transformer: the configured backbone as a full fine-tune where it
+    runs unquantized (the CPU default: on a CPU a second transformer costs as much as the first and
+    earned nothing in our benchmarks), LoRA under 4-bit QLoRA. `wide` trains both, plus installed open
+    LMs on CUDA. Without the backbone's package the transformers are listed as skipped, with the install command.
     """
     label = config.backbone if config.backbone in PRESETS else "transformer"
-    if student in ("auto", "ensemble"):
-        # judge.training.transformer imports peft and transformers (seconds): only on the paths that train one
-        import torch
+    if config.portfolio not in PORTFOLIOS:
+        raise InputError(f"unknown portfolio {config.portfolio!r}: choose one of {', '.join(PORTFOLIOS)}")
+    combiners = [EnsembleCandidate(c, c) for c in COMBINERS]
+    if student in ("auto", "ensemble", *COMBINERS):
+        missing = missing_backbone(config.backbone)
+        if missing:
+            log.warning(missing)
+            members = [LexicalCandidate(), Unavailable(f"{label}-full", missing)]
+        else:
+            from judge.training.transformer import resolve_quant  # imports torch, peft: only where one trains
 
-        from judge.training.transformer import resolve_quant
-
-        finetunes = FINETUNES if resolve_quant(config) == "none" else ("lora",)
-        found = [LexicalCandidate(), *(TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes)]
-        if torch.cuda.is_available():  # open LMs train in reasonable time only on a GPU
-            # only presets already on disk: hub presets download gigabytes, so they are asked for by name
-            found += [TransformerCandidate(f"{p}-lora", p, "lora") for p in PRESETS
-                      if p not in (config.backbone, "minilm") and PRESETS[p].hub is None]
-        return found + [EnsembleCandidate()]
+            unquantized = resolve_quant(config) == "none"
+            finetunes = (FINETUNES if unquantized else ("lora",)) if config.portfolio == "wide" else (
+                ("full",) if unquantized else ("lora",))
+            members = [LexicalCandidate(), *(TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes)]
+            if config.portfolio == "wide" and _cuda():  # open LMs train in reasonable time only on a GPU
+                # only presets already on disk: hub presets download gigabytes, so they are asked for by name
+                members += [TransformerCandidate(f"{p}-lora", p, "lora") for p in PRESETS
+                            if p not in (config.backbone, "minilm") and PRESETS[p].hub is None and not missing_backbone(p)]
+        if student in COMBINERS:
+            combiners = [c for c in combiners if c.name == student]
+        return members + combiners
     if student == "lexical":
         return [LexicalCandidate()]
-    if student == "transformer":  # named like auto names it on a preset (minilm-lora), else "transformer"
-        return [TransformerCandidate(f"{label}-{config.finetune}" if label in PRESETS else "transformer")]
     preset, _, finetune = student.rpartition("-")
-    if preset in (label, *PRESETS) and finetune in FINETUNES:
-        return [TransformerCandidate(student, config.backbone if preset == label else preset, finetune)]
-    names = ["auto", "lexical", "transformer", "ensemble", *(f"{p}-{f}" for p in PRESETS for f in FINETUNES)]
+    if student == "transformer" or (preset in (label, *PRESETS) and finetune in FINETUNES):
+        backbone = config.backbone if student == "transformer" or preset == label else preset
+        missing = missing_backbone(backbone)
+        if missing:
+            raise InputError(missing)
+        if student == "transformer":  # named like auto names it on a preset (minilm-lora), else "transformer"
+            return [TransformerCandidate(f"{label}-{config.finetune}" if label in PRESETS else "transformer")]
+        return [TransformerCandidate(student, backbone, finetune)]
+    names = ["auto", "lexical", "transformer", "ensemble", *COMBINERS, *(f"{p}-{f}" for p in PRESETS for f in FINETUNES)]
     raise InputError(f"unknown student {student!r}: choose one of {', '.join(names)}")
-
-
-def write_candidate(candidate, split: Split, scheme: Scheme, config: TrainConfig, out: Path, *,
-                    resume: bool = False, progress: bool = False) -> dict:
-    """Train one candidate into a complete artifact folder (judge.json included); return its meta."""
-    meta = candidate.train(split, scheme, config, out, resume=resume, progress=progress)
-    meta.update(judge_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                scheme=scheme.to_dict(), student=candidate.name, config=config.to_dict())
-    write_meta(out, meta)
-    return meta
-
-
-def validate(entry: Entry, split: Split, scheme: Scheme, seed: int) -> None:
-    """Val kappa (group-bootstrap interval), macro-F1 and scoring speed of a trained candidate."""
-    judge = Judge.load(entry.path)
-    started = time.perf_counter()
-    predicted = [p.label for p in judge.predict(split.val)]
-    seconds = time.perf_counter() - started
-    report = agreement([r.label for r in split.val], predicted, scheme.classes,
-                       groups=[r.prompt_group for r in split.val], seed=seed)
-    entry.val_kappa = round(report["kappa"], 4)
-    entry.val_kappa_ci = tuple(round(x, 4) for x in report["kappa_ci"])
-    entry.val_macro_f1 = round(report["macro_f1"], 4)
-    entry.items_per_second = round(len(split.val) / max(seconds, 1e-9), 1)
 
 
 @dataclass
 class Portfolio:
-    entries: list[Entry]
-    winner: Entry
+    results: list[Result]
+    winner: Result
+    folds: Folds
+    compared_rows: int
+    resolved: bool  # every other candidate's paired interval lies below zero
 
     def leaderboard(self) -> list[dict]:
-        return [e.row() for e in self.entries]
+        return [r.row() for r in self.results]
 
 
-def run_portfolio(split: Split, scheme: Scheme, config: TrainConfig, out_dir: str | Path, *,
-                  candidates: list | None = None, resume: bool = False, progress: bool = False) -> Portfolio:
-    """Train candidates into out_dir/<name>/ and pick the winner.
+def run_portfolio(records: list[Record], scheme: Scheme, config: TrainConfig, work_dir: str | Path, *,
+                  candidates: list | None = None, progress: bool = False) -> Portfolio:
+    """Cross-validate the candidates on grouped folds of `records` and choose one (rules in the module doc).
 
-    With ``config.student == "auto"`` the budget applies; the best validation kappa wins (ties: the
-    faster scorer), among `candidates` if given. Naming one student trains it (and, for the
-    ensemble, its members first) regardless of the budget.
+    Naming one student (``config.student``) runs it (and, for an ensemble, its members first) without
+    the budget. Nothing is refitted here: ``refit_winner`` does that for the winner alone.
     """
-    student = config.student
-    if not split.val and (student == "auto" or candidates is not None):
-        raise InputError("choosing a student needs a validation split: set val_size > 0 or name a --student")
-    candidates = candidates if candidates is not None else candidates_for(student, config)
-    budget = parse_budget(config.budget) if student == "auto" else math.inf
-    started = time.perf_counter()
-    entries: list[Entry] = []
-    speed = {}  # kind -> real / raw estimated time per epoch, from the last candidate of that kind trained
-    for candidate in candidates:
-        entry = Entry(candidate.name, candidate.kind, "skipped", source=candidate)
-        entries.append(entry)
-        cfg = candidate.configure(config, entries[:-1])
-        remaining = budget - (time.perf_counter() - started)
-        try:
-            estimate = candidate.estimate(split, scheme, cfg)
-        except InputError as exc:
-            entry.note = str(exc)
-            continue
-        if estimate is not None and candidate.kind in speed:
-            estimate *= speed[candidate.kind]
-            entry.note = f"estimate x{speed[candidate.kind]:.2f}, the speed measured on the last {candidate.kind}"
-        entry.estimate_seconds = None if estimate is None else round(estimate, 1)
-        if estimate is not None and estimate > remaining:
-            epochs = math.floor(cfg.epochs * remaining / estimate) if candidate.kind == "transformer" else 0
-            if epochs < 1:
-                entry.note = join_notes(entry.note, f"estimated {estimate:.0f}s, {max(remaining, 0):.0f}s of the budget left")
-                log.warning("skipping %s: %s", candidate.name, entry.note)
-                continue
-            entry.note = join_notes(entry.note, f"epochs capped {cfg.epochs:g} -> {epochs} to fit the budget "
-                                                f"(estimated {estimate:.0f}s)")
-            estimate *= epochs / cfg.epochs
-            cfg = replace(cfg, epochs=float(epochs))
-        path = Path(out_dir) / candidate.name
-        if not resume:
-            shutil.rmtree(path, ignore_errors=True)
+    budget = parse_budget(config.budget) if config.student == "auto" or candidates is not None else math.inf
+    candidates = candidates if candidates is not None else candidates_for(config.student, config)
+    folds = grouped_folds(records, config.folds, config.seed)
+    named = config.student != "auto" and len(candidates) == 1
+    ctx = Context(records, folds, scheme, config, Path(work_dir), budget, progress=progress)
+    results: list[Result] = []
+    for number, candidate in enumerate(candidates, 1):
+        result = Result(candidate.name, candidate.kind, source=candidate, note=folds.note if number == 1 else "")
+        results.append(result)
+        if isinstance(candidate, EnsembleCandidate):
+            candidate.members = [r for r in results if r.status == "trained" and r.kind != "ensemble"]
+        ctx.say(f"[{number}/{len(candidates)}] {candidate.name}")
         t0 = time.perf_counter()
-        entry.meta = write_candidate(candidate, split, scheme, cfg, path, resume=resume and candidate.kind == "transformer",
-                                     progress=progress)
-        entry.train_seconds = round(time.perf_counter() - t0, 1)
-        entry.status, entry.view, entry.path, entry.config = "trained", entry.meta["view"], str(path), cfg
-        if estimate:  # early stopping may have run fewer epochs than estimated for
-            ran = (entry.meta["training"].get("epochs_run") or cfg.epochs) / cfg.epochs
-            speed[candidate.kind] = speed.get(candidate.kind, 1.0) * entry.train_seconds / (estimate * ran)
-        if split.val:
-            validate(entry, split, scheme, config.seed)
-        log.info("%s: val kappa %s in %ss", candidate.name, entry.val_kappa, entry.train_seconds)
-    trained = [e for e in entries if e.status == "trained"]
+        try:
+            candidate.cross_validate(ctx, result)
+        except InputError as exc:
+            if named:
+                raise
+            result.note = join_notes(result.note, str(exc))
+            ctx.say(f"{candidate.name} skipped: {exc}")
+            continue
+        result.status, result.seconds = "trained", round(time.perf_counter() - t0, 1)
+        result.rows = int(result.covered.sum())
+    trained = [r for r in results if r.status == "trained"]
     if not trained:
         raise InputError("no candidate fitted the budget: raise --budget or name a --student")
-    named = [e for e in trained if e.candidate == student]
-    winner = named[0] if named else max(trained, key=lambda e: (e.score, e.items_per_second or 0.0))
-    return Portfolio(entries, winner)
+    winner, compared, resolved = choose(trained, records, scheme, config)
+    ctx.say(f"chosen: {winner.candidate} (out-of-fold kappa {winner.kappa:.3f} on {compared} rows)")
+    return Portfolio(results, winner, folds, compared, resolved)
 
 
-def join_notes(*notes: str) -> str:
-    return "; ".join(n for n in notes if n)
+def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) -> tuple[Result, int, bool]:
+    """Score everyone on the rows all of them predicted; the best wins unless a cheaper one is within tie_margin."""
+    rows = np.flatnonzero(np.logical_and.reduce([r.covered for r in trained]))
+    truth = [records[i].label for i in rows]
+    groups = [records[i].prompt_group for i in rows]
+    predicted = {r.candidate: [scheme.classes[j] for j in r.probs[rows].argmax(axis=1)] for r in trained}
+    for r in trained:
+        report = agreement(truth, predicted[r.candidate], scheme.classes, groups=groups, seed=config.seed)
+        r.kappa, r.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
+        if r.rows > len(rows):  # its own, larger out-of-fold set estimates it alone more precisely
+            own = np.flatnonzero(r.covered)
+            alone = agreement([records[i].label for i in own], [scheme.classes[j] for j in r.probs[own].argmax(axis=1)],
+                              scheme.classes, n_boot=0)["kappa"]
+            r.note = join_notes(f"on all its {r.rows} rows: kappa {alone:.3f}", r.note)
+    best = max(trained, key=lambda r: -math.inf if math.isnan(r.kappa) else r.kappa)
+    for r in trained:
+        delta, ci = paired_kappa_difference(truth, predicted[r.candidate], predicted[best.candidate], scheme.classes,
+                                            groups, seed=config.seed)
+        r.delta, r.delta_ci = round(delta, 4), tuple(round(x, 4) for x in ci)
+    near = [r for r in trained if r.kappa >= best.kappa - config.tie_margin]
+    winner = min(near, key=lambda r: (COST_RANK[r.kind], -r.kappa))
+    resolved = all(r is best or (r.delta_ci[1] < 0) for r in trained)
+    return winner, len(rows), resolved
 
 
 def format_leaderboard(rows: list[dict]) -> str:
@@ -364,12 +526,25 @@ def format_leaderboard(rows: list[dict]) -> str:
     def num(value, spec):
         return "-" if value is None else format(value, spec)
 
-    lines = [f"{'candidate':<18} {'view':<9} {'val kappa':>9} {'95% CI':>15} {'macro-F1':>8} {'est. s':>7} {'train s':>8} "
-             f"{'items/s':>8}  note"]
+    def interval(pair, spec):
+        return f"[{format(pair[0], spec)}, {format(pair[1], spec)}]" if pair else "-"
+
+    lines = [f"{'candidate':<18} {'view':<9} {'design':<13} {'rows':>5} {'kappa':>6} {'95% CI':>13} "
+             f"{'- best':>7} {'paired 95% CI':>17} {'s':>6}  note"]
     for r in rows:
-        ci = f"[{r['val_kappa_ci'][0]:.2f}, {r['val_kappa_ci'][1]:.2f}]" if r.get("val_kappa_ci") else "-"
         note = r["note"] if r["status"] == "trained" else f"{r['status']}: {r['note']}"
-        lines.append(f"{r['candidate']:<18} {r['view'] or '-':<9} {num(r['val_kappa'], '.3f'):>9} {ci:>15} "
-                     f"{num(r['val_macro_f1'], '.3f'):>8} {num(r['estimate_seconds'], '.0f'):>7} {num(r['train_seconds'], '.1f'):>8} "
-                     f"{num(r['items_per_second'], '.0f'):>8}  {note}")
+        lines.append(f"{r['candidate']:<18} {r['view'] or '-':<9} {r['design'] or '-':<13} {num(r['rows'], 'd'):>5} "
+                     f"{num(r['kappa'], '.3f'):>6} {interval(r['kappa_ci'], '.2f'):>13} {num(r['delta'], '+.3f'):>7} "
+                     f"{interval(r['delta_ci'], '+.3f'):>17} {num(r['seconds'], '.0f'):>6}  {note}")
     return "\n".join(lines)
+
+
+def selection_title(report: dict) -> str:
+    """One line over the leaderboard: the design the candidates were compared on and how the choice came out."""
+    s = report["selection"]
+    verdict = ("one candidate" if len(report["leaderboard"]) == 1 else
+               "every other candidate's paired interval is below zero" if s["resolved"] else
+               "not resolved at 95%: some paired intervals include zero")
+    return (f"grouped {s['folds']}-fold CV on {report['trained_on']} rows, out-of-fold; compared on the "
+            f"{s['compared_rows']} rows every candidate predicted; - best is paired, group bootstrap; {verdict}; "
+            f"tie rule: a cheaper student within {s['tie_margin']} kappa of the best wins")
