@@ -14,8 +14,18 @@ app = typer.Typer(help="Distil an online safety judge (GPT-4o) into an offline o
                   pretty_exceptions_show_locals=False, add_completion=False)
 
 
+def print_version(value: bool) -> None:
+    if value:
+        from judge import __version__
+
+        typer.echo(f"judge-distill {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs and warnings.")] = False) -> None:
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs and warnings.")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True,
+                                               help="Print the version and exit.")] = False) -> None:
     """Library chatter (model load reports, deprecation warnings) stays quiet unless asked for."""
     if not verbose:
         import os
@@ -172,6 +182,9 @@ def score(
     judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Scored JSONL to write.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Responses per forward pass.")] = None,
+    engine: Annotated[str, typer.Option(help='local (this process) or ray (actors on a Ray cluster, one GPU each when it has GPUs; pip install "judge-distill[ray]").')] = "local",
+    address: Annotated[Optional[str], typer.Option(help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors, each loading the judge once (default: one per GPU, else one per 2 CPUs).")] = None,
     skip_invalid: SkipInvalid = False,
     format_: Format = None,
     benchmark_data: BenchmarkData = None,
@@ -184,9 +197,6 @@ def score(
     teacher: Annotated[str, typer.Option(help="Teacher model for escalated responses.")] = "gpt-4o-2024-08-06",
     base_url: BaseUrl = None,
     api_key: Annotated[Optional[str], typer.Option(help="Teacher API key (default: OPENAI_API_KEY). Never stored.")] = None,
-    engine: Annotated[str, typer.Option(help='local (this process) or ray (actors on a Ray cluster, one GPU each when it has GPUs; pip install "judge-distill[ray]").')] = "local",
-    address: Annotated[Optional[str], typer.Option(help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors, each loading the judge once (default: one per GPU, else one per 2 CPUs).")] = None,
     cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite) shared with `judge collect`.")] = Path("data_cache/teacher.sqlite"),
 ) -> None:
     """Label every response offline and print the benchmark's rates, overall and per model / category."""
@@ -377,6 +387,21 @@ def card(
         typer.echo(f"model card written to {output}", err=True)
     else:
         typer.echo(text)
+
+
+@app.command()
+def info(
+    judge_dir: Annotated[Path, typer.Argument(help="Artifact folder from `judge distill`.")],
+    output_format: Annotated[str, typer.Option(help="text or json.")] = "text",
+) -> None:
+    """What a judge is: student, backbone, scheme, teacher, rows trained on, agreement, calibration."""
+    from judge.card import artifact_info, format_info
+
+    try:
+        summary = artifact_info(judge_dir)
+    except InputError as exc:
+        raise fail(exc) from None
+    typer.echo(json.dumps(summary, indent=2) if output_format == "json" else format_info(summary))
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The three commands of the first slice, end to end through the real CLI on a tiny model."""
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -50,4 +51,22 @@ def test_bad_line_is_one_clear_error(tmp_path):
 def test_score_refuses_a_folder_that_is_not_a_judge(tmp_path):
     responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
     result = runner.invoke(app, ["score", str(responses), "--judge", str(tmp_path)])
+    assert result.exit_code == 1 and "not a judge artifact" in result.output
+
+
+def test_version_and_info_say_what_a_judge_is(tiny_judge, tmp_path):
+    from judge import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"judge-distill {__version__}"
+    result = runner.invoke(app, ["info", tiny_judge])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((Path(tiny_judge) / "judge.json").read_text())
+    agreement = meta["agreement"]
+    assert f"trained on  {meta['data']['trained_on']} of 150 labelled rows" in result.output
+    assert f"kappa {agreement['kappa']:.3f} [95% CI {agreement['kappa_ci'][0]:.3f}" in result.output
+    assert "scheme      vlsbench: refuse, warning, unsafe" in result.output and "calibration none" in result.output
+    info = json.loads(runner.invoke(app, ["info", tiny_judge, "--output-format", "json"]).output)
+    assert info["kind"] == "transformer" and info["trained_on"] == meta["data"]["trained_on"] and info["missing"] == []
+    result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code == 1 and "not a judge artifact" in result.output
