@@ -18,11 +18,21 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The whole loop in about two minutes on 2 cores: the quick portfolio, 30% of the prompts held out.
 demo: install
-	$(JUDGE) distill examples/demo_labels.jsonl --out $(RUN)
-	$(JUDGE) score examples/demo_labels.jsonl --judge $(RUN) -o $(RUN)/scored.jsonl
-	$(JUDGE) eval $(RUN)/scored.jsonl --reference examples/demo_labels.jsonl --png $(RUN)/confusion.png
-	$(JUDGE) score examples/demo_responses.jsonl --judge $(RUN) -o $(RUN)/new_scored.jsonl
+	@echo "== 1/4 distill: choose a student by grouped cross-validation on 70% of the prompts, refit it on all of them"
+	$(JUDGE) distill examples/demo_labels.jsonl --portfolio quick --holdout 0.3 --out $(RUN)
+	@echo "== 2/4 score: the held-out responses, offline"
+	$(JUDGE) score $(RUN)/holdout.jsonl --judge $(RUN) -o $(RUN)/scored.jsonl
+	@echo "== 3/4 eval: agreement with the teacher's labels on those responses"
+	$(JUDGE) eval $(RUN)/scored.jsonl --html $(RUN)/report.html
+	@echo "== 4/4 estimate: the teacher's safety rate per model with 95% intervals (here every held-out row"
+	@echo "   has a teacher label; on a benchmark run, label 50-100 per model: judge collect --sample 50 --per model)"
+	$(JUDGE) estimate $(RUN)/scored.jsonl --teacher $(RUN)/holdout.jsonl --judge $(RUN)
+	@echo "== written: $(RUN)/judge.json (the judge; judge info $(RUN)), $(RUN)/report.json (its agreement),"
+	@echo "   $(RUN)/scored.jsonl (labels and probabilities), $(RUN)/report.html, $(RUN)/scored.forest.png"
+	@echo "== the full portfolio (every candidate trained to its early-stopping point):"
+	@echo "   $(JUDGE) distill examples/demo_labels.jsonl --out runs/full"
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -28,11 +28,14 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show lib
                                                help="Print the version and exit.")] = False) -> None:
     """Library chatter (model load reports, deprecation warnings) stays quiet unless asked for."""
     if not verbose:
+        import logging
         import os
         import warnings
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # bitsandbytes warns on every CPU import that an optional kernel package is absent
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def fail(exc: Exception) -> typer.Exit:

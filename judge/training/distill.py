@@ -21,7 +21,7 @@ from judge.errors import InputError
 from judge.estimate import row_key
 from judge.evaluate import evaluate
 from judge.model import Judge, write_meta
-from judge.records import Dataset, file_sha256
+from judge.records import Dataset, file_sha256, write_jsonl
 from judge.splits import split_by_group
 from judge.training.config import TrainConfig
 from judge.training.portfolio import run_portfolio
@@ -29,7 +29,9 @@ from judge.training.portfolio import run_portfolio
 MIN_LABELLED = 20
 CANDIDATES_DIR = "candidates"
 # What a student writes into its folder; cleared before the winner is copied in.
-ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "combiner.skops", "checkpoints", "report.json")
+ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "combiner.skops", "checkpoints", "report.json",
+                  "holdout.jsonl")
+HOLDOUT_FILE = "holdout.jsonl"  # with --holdout, the untouched test rows as read: labels kept apart for calibrate
 
 
 def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dict:
@@ -124,6 +126,8 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
                                           "n": cv["overall"]["n"], "method": cv["method"]}}}
     write_meta(out, meta)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    if test:
+        write_jsonl(out / HOLDOUT_FILE, [r.raw for r in test])
     if not keep_candidates:
         shutil.rmtree(out / CANDIDATES_DIR, ignore_errors=True)
     return report
