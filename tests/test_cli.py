@@ -70,3 +70,18 @@ def test_version_and_info_say_what_a_judge_is(tiny_judge, tmp_path):
     assert info["kind"] == "transformer" and info["trained_on"] == meta["data"]["trained_on"] and info["missing"] == []
     result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code == 1 and "not a judge artifact" in result.output
+
+
+def test_holdout_rows_are_written_apart_for_calibration(tmp_path):
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(120, seed=3))
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.3", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    held = [json.loads(line) for line in (tmp_path / "run" / "holdout.jsonl").read_text().splitlines()]
+    assert len(held) == meta["data"]["holdout"] > 0 and meta["data"]["trained_on"] + len(held) == 120
+    originals = {row["id"]: row for row in synthetic_rows(120, seed=3)}
+    assert all(originals[row["id"]] == row for row in held)  # the rows as read, teacher labels included
+    result = runner.invoke(app, ["calibrate", str(tmp_path / "run" / "holdout.jsonl"), "--judge", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0 and not (tmp_path / "run" / "holdout.jsonl").exists()
