@@ -224,14 +224,12 @@ def read_scored(path: str | Path, scheme: str | Scheme | None = None) -> tuple[l
     return dataset.records, matrix, resolved
 
 
-def _trained_keys(judge_dir: str | Path) -> tuple[set[str] | None, set[str]]:
-    """(row keys the judge was trained or validated on, or None if not recorded; sha256 of its training files)."""
+def _judge_meta(judge_dir: str | Path) -> dict:
+    """The artifact's judge.json (its scheme and what it was trained on), without loading the model."""
     meta_path = Path(judge_dir) / "judge.json"
     if not meta_path.is_file():
         raise InputError("not a judge artifact (no judge.json)", path=judge_dir)
-    data = json.loads(meta_path.read_text(encoding="utf-8")).get("data", {})
-    keys = data.get("trained_row_keys")
-    return (set(keys) if keys is not None else None), {s["sha256"] for s in data.get("sources", [])}
+    return json.loads(meta_path.read_text(encoding="utf-8"))
 
 
 def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme | None = None,
@@ -242,10 +240,9 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
     sample), and, given ``judge_dir``, rows the judge was trained or validated on (its errors
     there are smaller than elsewhere, which would bias the correction).
     """
-    from judge.model import Judge
-
-    if judge_dir is not None and scheme is None:
-        scheme = Judge.load(judge_dir).scheme
+    meta = _judge_meta(judge_dir) if judge_dir is not None else {}
+    if meta and scheme is None:
+        scheme = Scheme.from_dict(meta["scheme"])
     records, probs, resolved = read_scored(scored, scheme)
     ref = read_records(labels, scheme=resolved)
     by_id = {r.id: i for i, r in enumerate(records)}
@@ -268,7 +265,9 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
     if not labelled:
         raise InputError("no teacher label matches a scored row (joined on id)", path=labels)
     if judge_dir is not None:
-        keys, sources = _trained_keys(judge_dir)
+        keys = meta.get("data", {}).get("trained_row_keys")
+        keys = set(keys) if keys is not None else None
+        sources = {s["sha256"] for s in meta.get("data", {}).get("sources", [])}
         if keys is None:
             if any(_sha256(s) in sources for s in ref.sources):
                 raise InputError("this labels file is one the judge was trained on, and the artifact does not record "

@@ -148,7 +148,8 @@ def test_eval_json_markdown_html(scored):
                zip(report["overall"]["confusion_normalized"], report["overall"]["confusion"]) if sum(counts))
     assert (tmp / "scored.confusion_normalized.png").stat().st_size > 1000
     page = (tmp / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<table>" in page and "benchmark view" in page
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page and "benchmark view" in page  # + forest plot
+    assert "safety rate (%) by model" in page  # per-model rates with intervals (judge.estimate)
 
     result = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--reference", str(tmp / "reference.jsonl"),
                                  "--output-format", "markdown"])
