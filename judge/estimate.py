@@ -433,6 +433,7 @@ def estimate(inputs: Inputs, *, by: Sequence[str] = ("model",), alpha: float = A
                     "scheme": inputs.scheme.name, "rate_name": inputs.scheme.rate,
                     "rate_labels": list(inputs.scheme.rate_labels), "warnings": list(inputs.warnings), "by": {}}
     split = {name: _rows_by(inputs, name) for name in fields}
+    result["warnings"] += [f"no scored row has a {name}: nothing to group by it" for name, keyed in split.items() if not keyed]
     for name, keyed in split.items():
         result["by"][name] = {key: group_estimate(inputs, rows, alpha=alpha, target_width=target_width)
                               for key, rows in keyed.items()}
