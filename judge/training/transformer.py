@@ -235,6 +235,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
 
     if trainer.is_world_process_zero():
         export(trainer.model, tokenizer, out_dir, whole=finetune == "full" or config.merge)
+    trainer.accelerator.wait_for_everyone()  # under DDP, no rank reads the artifact before rank 0 has written it
     history = [{"epoch": h["epoch"], "val_kappa": h["eval_kappa"]} for h in trainer.state.log_history if "eval_kappa" in h]
     return {
         "backbone": {"name": config.backbone, "path": _absolute(ref.path),
