@@ -101,7 +101,7 @@ def artifact_backbone(backbone: dict) -> BackboneRef:
     return local_backbone(resolve_backbone(backbone["name"]))
 
 
-CPU_BATCH_SIZE = 32  # bench/score_speed.py --batch-sizes times others (docs/speed.md)
+CPU_BATCH_SIZE = 32  # 16 to 128 could not be told apart on the shared 2-core machine (docs/speed.md)
 CUDA_TOKENS_PER_BATCH = 32768  # ~1 GB of bf16 activations for a 1.5B model's widest layer: fits any 16 GB GPU
 
 
