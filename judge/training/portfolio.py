@@ -286,9 +286,10 @@ def design_of(covered: np.ndarray, folds: Folds) -> str:
 
 
 def best_epoch(training: dict) -> float | None:
-    """The epoch whose checkpoint early stopping kept (best validation kappa), None without validation."""
+    """The last epoch at the best validation kappa (None without validation): on a small validation
+    slice kappa plateaus early, and the refit, on more rows, does no worse for training through the plateau."""
     history = training.get("val_history") or []
-    return max(history, key=lambda h: h["val_kappa"])["epoch"] if history else None
+    return max(history, key=lambda h: (h["val_kappa"], h["epoch"]))["epoch"] if history else None
 
 
 def refit_epochs(histories: list[dict], epochs: float) -> int:
@@ -452,7 +453,7 @@ class Portfolio:
     winner: Result
     folds: Folds
     compared_rows: int
-    resolved: bool  # every other candidate's paired interval lies below zero
+    resolved: bool | None  # every other candidate's paired interval lies below zero (None: only one ran)
 
     def leaderboard(self) -> list[dict]:
         return [r.row() for r in self.results]
@@ -517,7 +518,7 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
         r.delta, r.delta_ci = round(delta, 4), tuple(round(x, 4) for x in ci)
     near = [r for r in trained if r.kappa >= best.kappa - config.tie_margin]
     winner = min(near, key=lambda r: (COST_RANK[r.kind], -r.kappa))
-    resolved = all(r is best or (r.delta_ci[1] < 0) for r in trained)
+    resolved = None if len(trained) == 1 else all(r is best or r.delta_ci[1] < 0 for r in trained)
     return winner, len(rows), resolved
 
 
@@ -542,7 +543,7 @@ def format_leaderboard(rows: list[dict]) -> str:
 def selection_title(report: dict) -> str:
     """One line over the leaderboard: the design the candidates were compared on and how the choice came out."""
     s = report["selection"]
-    verdict = ("one candidate" if len(report["leaderboard"]) == 1 else
+    verdict = ("only one candidate ran" if s["resolved"] is None else
                "every other candidate's paired interval is below zero" if s["resolved"] else
                "not resolved at 95%: some paired intervals include zero")
     return (f"grouped {s['folds']}-fold CV on {report['trained_on']} rows, out-of-fold; compared on the "
