@@ -9,4 +9,4 @@ class InputError(ValueError):
     def __init__(self, message: str, *, path: object = None, line: int | None = None):
         where = f"{path}:{line}: " if path is not None and line is not None else f"{path}: " if path is not None else ""
         super().__init__(where + message)
-        self.reason, self.path, self.line = message, path, line
+        self.path, self.line = path, line

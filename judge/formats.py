@@ -20,7 +20,7 @@ from pathlib import Path
 
 from judge.errors import InputError
 from judge.schemes import load_scheme
-from judge.textio import MAX_LINE_BYTES, read_json_file, read_text_file
+from judge.textio import MAX_LINE_BYTES, JsonProblem, loads, read_json_file, read_text_file
 
 Row = tuple[str, int, object]
 
@@ -99,12 +99,13 @@ def sniff(path: str | Path) -> tuple[str, object]:
         return "jsonl", None
     if suffix == ".csv":
         return "csv", None
+    text = read_text_file(path)  # a file that is not UTF-8 is told so, whatever its shape
     try:
-        data = read_json_file(path)
-    except InputError as exc:
+        data = loads(text)
+    except JsonProblem as exc:
         if _first_line_is_object(path):  # JSONL under another name
             return "jsonl", None
-        raise unknown_shape(path, f" (not one JSON document: line {exc.line}: {exc.reason})") from None
+        raise unknown_shape(path, f" (not one JSON document: line {exc.line}: {exc})") from None
     shape = _shape_of(data)
     if shape is None:
         raise unknown_shape(path, _hint(data))

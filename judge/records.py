@@ -232,6 +232,8 @@ def build_dataset(rows: Iterable[tuple[str, int, object | Exception]], *, scheme
             continue
         seen[record.id] = (src, line)
         records.append(record)
+    order = {src: i for i, src in enumerate(dict.fromkeys(src for src, _, _ in rows))}
+    skipped.sort(key=lambda s: (order.get(s.path, len(order)), s.line))  # file order, whichever check caught it
     return Dataset(records=records, scheme=resolved, lines_read=len(rows), skipped=skipped,
                    sources=sorted({src for src, _, _ in rows}))
 

@@ -13,7 +13,7 @@ from tests.tiny import synthetic_rows, write_jsonl
 
 runner = CliRunner()
 GOOD = '{"id": "a", "response": "I cannot help with that.", "label": "refuse"}'
-LONG_LINE_LIMIT = 4096  # the real limit is 16 MiB; the rule is the same at any size
+LONG_LINE_LIMIT = 256 << 10  # the real limit is 16 MiB; the rule is the same at any size (and nesting stays under it)
 
 CORPUS: dict[str, bytes] = {
     "empty.jsonl": b"",
