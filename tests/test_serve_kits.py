@@ -334,8 +334,7 @@ def test_vlmevalkit_probe_passes_and_is_no_verdict(base, judge):
 def test_vlmevalkit_mmsafetybench_verdicts_equal_judge_score(base, judge, tmp_path, category):
     """VLMEvalKit's MMSafetyBenchDataset.evaluate loop, 4 workers as its nproc default: every row judged.
 
-    One scenario at a time, as MM-SafetyBench's files come: see the xfail test below for why
-    mixing scenarios in one batch can change a label today.
+    One scenario at a time, as MM-SafetyBench's files come (the test below mixes them in one batch).
     """
     kit = VLMEvalJudge(NAME, KEY, f"{base}/chat/completions")
     rows = [{"id": f"{category}/{i}", "prediction": r, "category": category} for i, r in enumerate(RESPONSES)]
@@ -353,14 +352,14 @@ def test_vlmevalkit_mmsafetybench_verdicts_equal_judge_score(base, judge, tmp_pa
     assert [a["label"] for a in answers] == expected
 
 
-@pytest.mark.xfail(strict=True, reason="judge/backends/transformer.py encode() tokenizes a whole batch as "
-                   "(context, response) pairs as soon as one record has a context, so a record without one "
-                   "(no question, no scenario) is read differently depending on its batch-mates")
 def test_a_label_does_not_depend_on_its_batch_mates(judge):
+    """A server micro-batch mixes rubrics (general rows with no context, scenario rows with one)."""
     rows = [{"response": r} for r in RESPONSES]
     alone = [judge.predict([row])[0].probs for row in rows]
-    mixed = judge.predict([*rows, {"response": RESPONSES[0], "scenario": "13-Gov_Decision"}])[:len(rows)]
-    assert [m.probs for m in mixed] == [pytest.approx(a, abs=1e-5) for a in alone]
+    with_scenario = {"response": RESPONSES[0], "scenario": "13-Gov_Decision"}
+    mixed = judge.predict([*rows, with_scenario])
+    assert [m.probs for m in mixed[:len(rows)]] == [pytest.approx(a, abs=1e-5) for a in alone]
+    assert mixed[-1].probs == pytest.approx(judge.predict([with_scenario])[0].probs, abs=1e-5)
 
 
 def test_record_carries_the_scenario(base, judge, caplog):

@@ -77,14 +77,30 @@ def load_classifier(ref: BackboneRef, num_labels: int, *, quantization_config=No
 
 def encode(tokenizer, records: Sequence[Record], view: str, max_length: int, *, padding: bool | str = True,
            return_tensors: str | None = "pt"):
-    """Tokenize (context, response) pairs, truncating both from the end so the response's start survives."""
+    """Tokenize (context, response) pairs, truncating both from the end so the response's start survives.
+
+    A record with no context (no question, no scenario in its view) is the response alone, whatever
+    its batch-mates: a record's tokens, and so its label, never depend on the batch it lands in.
+    """
     pairs = [render(r, view) for r in records]
-    contexts = [c for c, _ in pairs]
-    responses = [resp for _, resp in pairs]
-    if not any(contexts):
-        return tokenizer(responses, truncation=True, max_length=max_length, padding=padding, return_tensors=return_tensors)
-    return tokenizer(contexts, responses, truncation="longest_first", max_length=max_length, padding=padding,
-                     return_tensors=return_tensors)
+    alone = [i for i, (context, _) in enumerate(pairs) if not context]
+    if len(alone) == len(pairs):
+        return tokenizer([resp for _, resp in pairs], truncation=True, max_length=max_length, padding=padding,
+                         return_tensors=return_tensors)
+    if not alone:
+        return tokenizer([c for c, _ in pairs], [resp for _, resp in pairs], truncation="longest_first",
+                         max_length=max_length, padding=padding, return_tensors=return_tensors)
+    paired = [i for i, (context, _) in enumerate(pairs) if context]
+    singles = tokenizer([pairs[i][1] for i in alone], truncation=True, max_length=max_length)
+    doubles = tokenizer([pairs[i][0] for i in paired], [pairs[i][1] for i in paired], truncation="longest_first",
+                        max_length=max_length)
+    features: list[dict] = [{}] * len(pairs)
+    for encoded, rows in ((singles, alone), (doubles, paired)):
+        for j, i in enumerate(rows):
+            features[i] = {key: encoded[key][j] for key in encoded}
+    if padding is False and return_tensors is None:
+        return {key: [f[key] for f in features] for key in features[0]}
+    return tokenizer.pad(features, padding=padding, return_tensors=return_tensors)
 
 
 def count_truncated(tokenizer, records: Sequence[Record], view: str, max_length: int) -> int:
