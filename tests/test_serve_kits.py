@@ -334,7 +334,7 @@ def test_vlmevalkit_probe_passes_and_is_no_verdict(base, judge):
 def test_vlmevalkit_mmsafetybench_verdicts_equal_judge_score(base, judge, tmp_path, category):
     """VLMEvalKit's MMSafetyBenchDataset.evaluate loop, 4 workers as its nproc default: every row judged.
 
-    One scenario at a time, as MM-SafetyBench's files come (the test below mixes them in one batch).
+    The judge reads the scenario's rubric (judge/views.py), which is all a template can tell it.
     """
     kit = VLMEvalJudge(NAME, KEY, f"{base}/chat/completions")
     rows = [{"id": f"{category}/{i}", "prediction": r, "category": category} for i, r in enumerate(RESPONSES)]
@@ -347,8 +347,9 @@ def test_vlmevalkit_mmsafetybench_verdicts_equal_judge_score(base, judge, tmp_pa
         answers = list(pool.map(judge_one, rows))
     assert all(a["log"] in ("safe", "unsafe") for a in answers)  # every verdict from the judge, none "unknown"
     assert [a["label"] for a in answers] == [a["log"] for a in answers]  # VLMEvalKit reads "unsafe" as unsafe
-    expected = scored(judge, tmp_path, [{"id": r["id"], "response": r["prediction"],
-                                         "scenario": VLMEVAL_SCENARIO[category]} for r in rows])
+    # the file's own scenario name (03-Malware_Generation, 10-Legal_Opinion ...), not the one serve recovers
+    expected = scored(judge, tmp_path, [{"id": r["id"], "response": r["prediction"], "scenario": category}
+                                        for r in rows])
     assert [a["label"] for a in answers] == expected
 
 
