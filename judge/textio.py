@@ -59,11 +59,7 @@ def loads(text: str) -> object:
 
 def read_json_file(path: str | Path) -> object:
     """A whole-file JSON document (VLSBench outputs, MM-SafetyBench answers, prompt files)."""
-    raw = read_bytes(path)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(decoding_problem(raw, exc.start), path=path, line=raw.count(b"\n", 0, exc.start) + 1) from None
+    text = read_text_file(path)
     try:
         return loads(text)
     except JsonProblem as exc:
@@ -71,7 +67,7 @@ def read_json_file(path: str | Path) -> object:
 
 
 def read_text_file(path: str | Path) -> str:
-    """A whole text file (CSV), decoded as UTF-8 with the failing line named."""
+    """A whole text file (CSV, JSON), decoded as UTF-8 with the failing line named."""
     raw = read_bytes(path)
     try:
         return raw.decode("utf-8-sig")
