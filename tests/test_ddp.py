@@ -33,7 +33,9 @@ training = train_transformer(split, dataset.scheme, config, Path(out), progress=
 if dist.get_rank() == 0:
     write_meta(out, {"kind": "transformer", "scheme": dataset.scheme.to_dict(), "view": config.view,
                      "max_length": config.max_length, "backbone": training["backbone"], "training": training})
-print("RANK " + json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(), "backend": dist.get_backend()}))
+# one file per rank: two ranks printing at once can interleave on stdout
+Path(out, f"rank{dist.get_rank()}.json").write_text(json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(),
+                                                                 "backend": dist.get_backend()}))
 """
 
 
@@ -51,8 +53,7 @@ def test_two_gloo_processes_train_one_lora_judge(tiny_bert, tmp_path):
                            str(script), str(labels), tiny_bert, str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    ranks = sorted((json.loads(line[5:]) for line in done.stdout.splitlines() if line.startswith("RANK ")),
-                   key=lambda r: r["rank"])
+    ranks = [json.loads((tmp_path / "run" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert ranks == [{"rank": 0, "world": 2, "backend": "gloo"}, {"rank": 1, "world": 2, "backend": "gloo"}]
 
     saved = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
