@@ -26,7 +26,7 @@ from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
 from judge.training.portfolio import (EnsembleCandidate, LexicalCandidate, Result, TransformerCandidate, choose,
-                                      parse_budget, refit_epochs, run_portfolio)
+                                      fit_to_budget, parse_budget, refit_epochs, run_portfolio)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -137,6 +137,18 @@ def test_paired_interval_is_narrower_than_the_difference_of_separate_ones():
     delta, (lo, hi) = paired_kappa_difference(truth, a, b, ["a", "b"], groups=[i // 2 for i in range(400)])
     assert lo < delta < hi and lo > 0  # the same rows drive both: the gap is resolved
     assert hi - lo < 0.15
+
+
+def test_budget_sets_the_refit_aside_then_runs_as_many_folds_as_fit_then_cuts_epochs():
+    # 900 s left, refit 250 s: four 150 s folds fit (the fifth would overrun), and the note says so
+    folds, epochs, _, _, note = fit_to_budget(900, 5, 4.0, fold_cost=150, refit_cost=250, rate=10.0)
+    assert (folds, epochs) == (4, 4.0) and note == "4 of 5 folds wanted: the budget"
+    assert fit_to_budget(900, 3, 4.0, 150, 250, 10.0)[::4] == (3, "")  # a cap below what fits is kept
+    # not even one fold and the refit: one fold, epochs cut in proportion (4 * 900 / 1100 -> 3)
+    folds, epochs, fold_cost, refit_cost, note = fit_to_budget(900, 5, 4.0, 500, 600, 10.0)
+    assert (folds, epochs, fold_cost, refit_cost) == (1, 3.0, 375.0, 450.0) and "epochs capped 4 -> 3" in note
+    with pytest.raises(InputError, match="per epoch"):
+        fit_to_budget(100, 5, 4.0, 500, 600, 10.0)
 
 
 def test_budget_skips_a_transformer_that_does_not_fit_and_says_why(tiny_bert, tmp_path):
@@ -290,13 +302,14 @@ def test_quick_portfolio_sets_what_was_not_set_explicitly():
 def test_auto_portfolio_cross_validates_a_transformer_combines_it_and_refits_the_winner(tiny_bert, tmp_path):
     dataset = _dataset(tmp_path, n=90)
     config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "none", "epochs": 2, "max_length": 48,
-                                            "folds": 3, "lr": 1e-3, "views": "response,full"})
+                                            "folds": 3, "transformer_folds": 2, "lr": 1e-3, "views": "response,full"})
     report = distill(dataset, tmp_path / "run", config, progress=False, keep_candidates=True)
     board = {row["candidate"]: row for row in report["leaderboard"]}
     names = ("lexical", "transformer-full", "stack", "blend")
     assert [board[n]["status"] for n in names] == ["trained"] * 4  # on a CPU: one full fine-tune; both combiners
     full = board["transformer-full"]
-    assert full["design"] == "1 of 3 folds" and full["rows"] == board["stack"]["rows"] < 90
+    assert full["design"] == "2 of 3 folds" and full["rows"] == board["stack"]["rows"] < 90
+    assert len(full["settings"]["fold_best_epochs"]) == 2
     assert set(full["settings"]["view_search"]) == {"response", "full"}  # it chose its own view on the fold
     assert full["view"] == max(full["settings"]["view_search"], key=full["settings"]["view_search"].get)
     assert full["settings"]["refit_epochs"] >= 1

@@ -50,7 +50,7 @@ class TrainConfig:
     # how agreement is estimated and the student chosen (judge/training/portfolio.py)
     holdout: float = 0.0  # share of prompt groups kept as an untouched test split (0: every label trains the judge)
     folds: int = 5  # grouped, label-stratified folds: every candidate is compared on out-of-fold predictions
-    transformer_folds: str = "auto"  # folds a transformer runs: auto = all on CUDA, 1 on a CPU; or a number
+    transformer_folds: str = "auto"  # folds a transformer runs: auto = all K the budget affords; or a cap
     val_size: float = 0.1  # share of a fold's fitting rows a transformer early-stops on
     early_stopping_patience: int = 2  # evaluations with neither a better val kappa nor a lower val loss
     tie_margin: float = 0.01  # a cheaper student within this much kappa of the best wins

@@ -3,9 +3,10 @@
 The rules (docs/distill.md says the same):
 
 - **Design.** The labelled rows (less a `--holdout` test split, if asked for) are cut into K grouped,
-  label-stratified folds (`folds`, default 5). The lexical student runs all K. A transformer runs the
-  folds it is given (`transformer_folds`: all K on CUDA, one on a CPU, fewer if the budget is short),
-  early-stopping on a slice of each fold's own fitting rows, never on the held-out fold.
+  label-stratified folds (`folds`, default 5). The lexical student runs all K. A transformer runs as
+  many of the K as the budget affords after its refit is set aside (`transformer_folds` caps them),
+  early-stopping on a slice of each fold's own fitting rows, never on the held-out fold; the view
+  search on the first fold comes out of what is left after that.
 - **Comparison.** Candidates are compared on the rows every one of them predicted out of fold, each with
   its paired kappa difference to the best and a 95% paired group-bootstrap interval.
 - **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
@@ -164,6 +165,25 @@ class LexicalCandidate:
         return meta
 
 
+def fit_to_budget(left: float, wanted: int, epochs: float, fold_cost: float, refit_cost: float, rate: float):
+    """Cut folds, then epochs, until the folds and the refit fit in `left` seconds (refit set aside first).
+
+    >>> fit_to_budget(900, 5, 4.0, 150, 250, 10.0)[:2], fit_to_budget(900, 5, 4.0, 500, 600, 10.0)[:2]
+    ((4, 4.0), (1, 3.0))
+    """
+    folds = min(wanted, math.floor((left - refit_cost) / fold_cost)) if left > refit_cost else 0
+    if folds >= 1:
+        note = f"{folds} of {wanted} folds wanted: the budget" if folds < wanted else ""
+        return folds, epochs, fold_cost, refit_cost, note
+    capped = math.floor(epochs * left / (fold_cost + refit_cost))
+    if capped < 1:
+        raise InputError(f"one fold and the refit need ~{(fold_cost + refit_cost) / epochs:.0f}s per epoch "
+                         f"(measured {rate:.1f} examples/s); {max(left, 0):.0f}s of the budget left")
+    scale = capped / epochs
+    return 1, float(capped), fold_cost * scale, refit_cost * scale, (
+        f"epochs capped {epochs:g} -> {capped} to fit the budget: early stopping may not have been reached")
+
+
 class TransformerCandidate:
     """LoRA or a full fine-tune of a transformer backbone (None: the config's), via judge/training/transformer.py."""
 
@@ -203,26 +223,14 @@ class TransformerCandidate:
 
     def plan(self, ctx: Context, cfg: TrainConfig) -> tuple[int, float, float, float, str]:
         """(folds, epochs, seconds per fold, seconds for the refit, note) that fit what is left of the budget."""
-        wanted = ctx.folds.k if cfg.transformer_folds == "auto" and _cuda() else (
-            1 if cfg.transformer_folds == "auto" else max(1, min(int(cfg.transformer_folds), ctx.folds.k)))
+        wanted = ctx.folds.k if cfg.transformer_folds == "auto" else max(1, min(int(cfg.transformer_folds), ctx.folds.k))
         if math.isinf(ctx.budget):
             return wanted, cfg.epochs, math.nan, math.nan, ""
         rate = probe_train_speed(cfg, ctx.records[:cfg.batch_size], len(ctx.scheme.classes))
         n = len(ctx.records)
         per_fold_epoch = ((1 - 1 / ctx.folds.k) * n + n / ctx.folds.k / 3) / rate  # evaluation runs ~3x faster
         fold_cost, refit_cost = ESTIMATE_MARGIN * cfg.epochs * per_fold_epoch, ESTIMATE_MARGIN * cfg.epochs * n / rate
-        left = ctx.left()
-        folds = min(wanted, math.floor((left - refit_cost) / fold_cost)) if left > refit_cost else 0
-        if folds >= 1:
-            note = f"{folds} of {wanted} folds wanted: the budget" if folds < wanted else ""
-            return folds, cfg.epochs, fold_cost, refit_cost, note
-        epochs = math.floor(cfg.epochs * left / (fold_cost + refit_cost))
-        if epochs < 1:
-            raise InputError(f"one fold and the refit need ~{(fold_cost + refit_cost) / cfg.epochs:.0f}s per epoch "
-                             f"(measured {rate:.1f} examples/s); {max(left, 0):.0f}s of the budget left")
-        scale = epochs / cfg.epochs
-        return 1, float(epochs), fold_cost * scale, refit_cost * scale, (
-            f"epochs capped {cfg.epochs:g} -> {epochs} to fit the budget: early stopping may not have been reached")
+        return fit_to_budget(ctx.left(), wanted, cfg.epochs, fold_cost, refit_cost, rate)
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         cfg = self.configure(ctx.config)
@@ -234,9 +242,10 @@ class TransformerCandidate:
         probs = np.zeros((len(ctx.records), len(ctx.scheme.classes)))
         covered = np.zeros(len(ctx.records), bool)
         histories = []
-        if len(views) > 1 and ctx.left() - n_folds * fold_cost * len(views) - refit_cost < 0:
-            # no time to try every view on a fold: the widest, since a cross-encoder reads context TF-IDF cannot use
-            note = join_notes(note, f"view {views[-1]}, the widest: no budget to try {len(views)} views on a fold")
+        if len(views) > 1 and ctx.left() - (n_folds + len(views) - 1) * fold_cost - refit_cost < 0:
+            # folds come first (they make the comparison and the stack); then the widest view, since a
+            # cross-encoder reads the context TF-IDF gains little from
+            note = join_notes(note, f"view {views[-1]}, the widest: no budget left to try {len(views)} views on a fold")
             views = views[-1:]
         if len(views) > 1:
             tried = {}
