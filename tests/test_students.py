@@ -26,7 +26,8 @@ from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
 from judge.training.portfolio import (EnsembleCandidate, LexicalCandidate, Result, TransformerCandidate, choose,
-                                      fit_to_budget, parse_budget, refit_epochs, run_portfolio)
+                                      fit_to_budget, measured_costs, parse_budget, refit_epochs,
+                                      run_portfolio)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -139,16 +140,35 @@ def test_paired_interval_is_narrower_than_the_difference_of_separate_ones():
     assert hi - lo < 0.15
 
 
-def test_budget_sets_the_refit_aside_then_runs_as_many_folds_as_fit_then_cuts_epochs():
-    # 900 s left, refit 250 s: four 150 s folds fit (the fifth would overrun), and the note says so
-    folds, epochs, _, _, note = fit_to_budget(900, 5, 4.0, fold_cost=150, refit_cost=250, rate=10.0)
-    assert (folds, epochs) == (4, 4.0) and note == "4 of 5 folds wanted: the budget"
+def test_budget_sets_the_refit_aside_then_expects_as_many_folds_as_fit_then_cuts_epochs():
+    # 900 s left, refit 250 s: four 150 s folds are expected to fit (the fifth would overrun)
+    assert fit_to_budget(900, 5, 4.0, fold_cost=150, refit_cost=250, rate=10.0)[:2] == (4, 4.0)
     assert fit_to_budget(900, 3, 4.0, 150, 250, 10.0)[::4] == (3, "")  # a cap below what fits is kept
     # not even one fold and the refit: one fold, epochs cut in proportion (4 * 900 / 1100 -> 3)
     folds, epochs, fold_cost, refit_cost, note = fit_to_budget(900, 5, 4.0, 500, 600, 10.0)
     assert (folds, epochs, fold_cost, refit_cost) == (1, 3.0, 375.0, 450.0) and "epochs capped 4 -> 3" in note
     with pytest.raises(InputError, match="per epoch"):
         fit_to_budget(100, 5, 4.0, 500, 600, 10.0)
+
+
+def test_under_a_budget_that_fits_every_fold_the_transformer_runs_them_all(tiny_bert, tmp_path):
+    dataset = _dataset(tmp_path, n=60)
+    config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "1h", "max_length": 48, "folds": 2,
+                                            "epochs": 1, "views": "response"})
+    candidates = [_lexical(), TransformerCandidate("transformer", finetune="full")]
+    portfolio = run_portfolio(dataset.labelled, dataset.scheme, config, tmp_path / "c", candidates=candidates)
+    row = {r["candidate"]: r for r in portfolio.leaderboard()}["transformer"]
+    assert row["status"] == "trained" and row["design"] == "2-fold" and row["rows"] == 60
+    assert row["estimate_seconds"] > 0 and "the budget" not in row["note"]
+
+
+def test_after_a_fold_the_next_fold_and_the_refit_are_timed_from_it():
+    fold = {"train_seconds": 180.0, "train_rows": 570, "epochs_run": 4.0}
+    next_fold, refit = measured_costs(200.0, fold, 4.0, rows=791, refit_epochs=4)
+    assert next_fold == pytest.approx(1.1 * 200) and refit == pytest.approx(1.1 * 791 * 4 * 180 / (570 * 4), abs=0.1)
+    # a fold that early-stopped after 2 of 4 epochs: the next may run all 4; a 2-epoch refit costs half
+    next_fold, short_refit = measured_costs(100.0, {**fold, "train_seconds": 90.0, "epochs_run": 2.0}, 4.0, 791, 2)
+    assert next_fold == pytest.approx(1.1 * 200) and short_refit == pytest.approx(refit / 2, abs=0.1)
 
 
 def test_budget_skips_a_transformer_that_does_not_fit_and_says_why(tiny_bert, tmp_path):

@@ -3,10 +3,10 @@
 The rules (docs/distill.md says the same):
 
 - **Design.** The labelled rows (less a `--holdout` test split, if asked for) are cut into K grouped,
-  label-stratified folds (`folds`, default 5). The lexical student runs all K. A transformer runs as
-  many of the K as the budget affords after its refit is set aside (`transformer_folds` caps them),
-  early-stopping on a slice of each fold's own fitting rows, never on the held-out fold; the view
-  search on the first fold comes out of what is left after that.
+  label-stratified folds (`folds`, default 5). The lexical student runs all K. A transformer runs
+  folds while the budget affords another one plus its refit, both timed from the folds that ran
+  (`transformer_folds` caps them), early-stopping on a slice of each fold's own fitting rows, never
+  on the held-out fold; its view search on the first fold runs only if all K folds fit besides.
 - **Comparison.** Candidates are compared on the rows every one of them predicted out of fold, each with
   its paired kappa difference to the best and a 95% paired group-bootstrap interval.
 - **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
@@ -17,8 +17,9 @@ The rules (docs/distill.md says the same):
   student's lead is smaller than that, throwing away the expected gain to save scoring time.
 - **Every label in the shipped judge.** The winner is refitted on all those rows with the settings it
   chose (a transformer for the epoch count early stopping chose in its folds); see distill.py.
-- **Budget.** Before a transformer starts, the cost of its folds and of its refit is estimated from a
-  few measured training steps; folds, then epochs, are cut to fit, and the leaderboard says so.
+- **Budget.** Before a transformer starts, the cost of a fold and of its refit is estimated from a few
+  timed training steps (epochs are cut if not even one fold fits); after each fold, from that fold's
+  own time. The leaderboard says what was cut.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from judge.training.lexical import CLASS_WEIGHTS, CS, FIRST_C, cross_validate_le
 from judge.views import VIEWS
 
 log = logging.getLogger(__name__)
-ESTIMATE_MARGIN = 1.3  # Trainer overhead (evaluation, checkpoints) on top of the measured step time
+ESTIMATE_MARGIN = 1.3  # Trainer overhead (evaluation, checkpoints) on top of the probed step time
+MEASURED_MARGIN = 1.1  # on top of what a fold that ran took: the next one's batches are not the same
 COST_RANK = {"lexical": 0, "transformer": 1, "ensemble": 2}  # scoring cost: what a tie is broken by
 
 
@@ -166,15 +168,15 @@ class LexicalCandidate:
 
 
 def fit_to_budget(left: float, wanted: int, epochs: float, fold_cost: float, refit_cost: float, rate: float):
-    """Cut folds, then epochs, until the folds and the refit fit in `left` seconds (refit set aside first).
+    """(folds expected to fit, epochs, fold cost, refit cost, note): the refit is set aside first; if not
+    even one fold fits beside it, the epochs are cut in proportion, and below one epoch it is refused.
 
     >>> fit_to_budget(900, 5, 4.0, 150, 250, 10.0)[:2], fit_to_budget(900, 5, 4.0, 500, 600, 10.0)[:2]
     ((4, 4.0), (1, 3.0))
     """
     folds = min(wanted, math.floor((left - refit_cost) / fold_cost)) if left > refit_cost else 0
     if folds >= 1:
-        note = f"{folds} of {wanted} folds wanted: the budget" if folds < wanted else ""
-        return folds, epochs, fold_cost, refit_cost, note
+        return folds, epochs, fold_cost, refit_cost, ""
     capped = math.floor(epochs * left / (fold_cost + refit_cost))
     if capped < 1:
         raise InputError(f"one fold and the refit need ~{(fold_cost + refit_cost) / epochs:.0f}s per epoch "
@@ -182,6 +184,19 @@ def fit_to_budget(left: float, wanted: int, epochs: float, fold_cost: float, ref
     scale = capped / epochs
     return 1, float(capped), fold_cost * scale, refit_cost * scale, (
         f"epochs capped {epochs:g} -> {capped} to fit the budget: early stopping may not have been reached")
+
+
+def measured_costs(fold_seconds: float, training: dict, epochs: float, rows: int, refit_epochs: int) -> tuple[float, float]:
+    """(seconds for one more fold, for the refit on all `rows`), timed from a fold that ran: the next
+    fold may run every epoch even if this one stopped early; the refit trains `refit_epochs` on every row.
+
+    >>> measured_costs(200.0, {"train_seconds": 180.0, "train_rows": 570, "epochs_run": 4.0}, 4.0, 791, 4)
+    (220.0, 274.8)
+    """
+    ran = max(training["epochs_run"], 1e-9)
+    per_example_epoch = training["train_seconds"] / (training["train_rows"] * ran)
+    return (round(MEASURED_MARGIN * fold_seconds * max(1.0, epochs / ran), 1),
+            round(MEASURED_MARGIN * rows * refit_epochs * per_example_epoch, 1))
 
 
 class TransformerCandidate:
@@ -206,31 +221,34 @@ class TransformerCandidate:
         fit, val = early_stopping_split(rows, config.val_size, config.seed + 1)
         training = train_transformer(Split(fit, val, []), scheme, config, out, progress=progress)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        training.update(view=config.view, epochs=config.epochs)
+        training.update(view=config.view, epochs=config.epochs, train_rows=len(fit))
         meta = {"kind": "transformer", "view": config.view, "max_length": config.max_length,
                 "backbone": training.pop("backbone"), "training": training}
         write_meta(out, stamp(meta, self.name, scheme, recorded or config))
         return meta
 
     def _fold(self, ctx: Context, cfg: TrainConfig, fold: int) -> tuple[np.ndarray, dict]:
+        started = time.perf_counter()
         fit = [ctx.records[i] for i in ctx.folds.fit_rows(fold)]
         held = [ctx.records[i] for i in ctx.folds.held(fold)]
         out = ctx.work / f"{self.name}-fold{fold}-{cfg.view}"
         meta = self._train(fit, ctx.scheme, cfg, out, ctx.progress)
         probs = Judge.load(out).predict_proba(held)
         shutil.rmtree(out, ignore_errors=True)
-        return probs, meta["training"]
+        return probs, {**meta["training"], "fold_seconds": round(time.perf_counter() - started, 1)}
 
     def plan(self, ctx: Context, cfg: TrainConfig) -> tuple[int, float, float, float, str]:
-        """(folds, epochs, seconds per fold, seconds for the refit, note) that fit what is left of the budget."""
-        wanted = ctx.folds.k if cfg.transformer_folds == "auto" else max(1, min(int(cfg.transformer_folds), ctx.folds.k))
+        """(folds expected to fit, epochs, seconds per fold, seconds for the refit, note), from a speed probe."""
         if math.isinf(ctx.budget):
-            return wanted, cfg.epochs, math.nan, math.nan, ""
-        rate = probe_train_speed(cfg, ctx.records[:cfg.batch_size], len(ctx.scheme.classes))
-        n = len(ctx.records)
-        per_fold_epoch = ((1 - 1 / ctx.folds.k) * n + n / ctx.folds.k / 3) / rate  # evaluation runs ~3x faster
+            return wanted_folds(ctx, cfg), cfg.epochs, math.nan, math.nan, ""
+        sample = np.random.default_rng(cfg.seed).permutation(len(ctx.records))[:cfg.batch_size]
+        rate = probe_train_speed(cfg, [ctx.records[i] for i in sample], len(ctx.scheme.classes))
+        n, k = len(ctx.records), ctx.folds.k
+        fitting = (1 - 1 / k) * n
+        # per epoch: the fold's training rows, its early-stopping rows evaluated (~3x faster); then the held fold
+        per_fold_epoch = (fitting * (1 - cfg.val_size) + fitting * cfg.val_size / 3 + n / k / 3 / cfg.epochs) / rate
         fold_cost, refit_cost = ESTIMATE_MARGIN * cfg.epochs * per_fold_epoch, ESTIMATE_MARGIN * cfg.epochs * n / rate
-        return fit_to_budget(ctx.left(), wanted, cfg.epochs, fold_cost, refit_cost, rate)
+        return fit_to_budget(ctx.left(), wanted_folds(ctx, cfg), cfg.epochs, fold_cost, refit_cost, rate)
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         cfg = self.configure(ctx.config)
@@ -242,7 +260,8 @@ class TransformerCandidate:
         probs = np.zeros((len(ctx.records), len(ctx.scheme.classes)))
         covered = np.zeros(len(ctx.records), bool)
         histories = []
-        if len(views) > 1 and ctx.left() - (n_folds + len(views) - 1) * fold_cost - refit_cost < 0:
+        wanted = wanted_folds(ctx, cfg)
+        if len(views) > 1 and ctx.left() - (wanted + len(views) - 1) * fold_cost - refit_cost < 0:
             # folds come first (they make the comparison and the stack); then the widest view, since a
             # cross-encoder reads the context TF-IDF gains little from
             note = join_notes(note, f"view {views[-1]}, the widest: no budget left to try {len(views)} views on a fold")
@@ -264,9 +283,15 @@ class TransformerCandidate:
         else:
             view, first = views[0], 0
         cfg = replace(cfg, view=view)
-        for fold in range(first, n_folds):
-            ctx.say(f"{self.name}: fold {fold + 1} of {n_folds} run here ({ctx.folds.k} in the design), view {view}, "
-                    f"up to {epochs:g} epochs")
+        for fold in range(first, wanted):
+            if histories and math.isfinite(ctx.budget):  # does one more fold still fit beside the refit?
+                next_cost, refit_cost = measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs,
+                                                       len(ctx.records), refit_epochs(histories, epochs))
+                if ctx.left() < next_cost + refit_cost:
+                    note = join_notes(note, f"{fold} of {wanted} folds: the budget (a fold took "
+                                            f"{histories[-1]['fold_seconds']:.0f}s, the refit needs ~{refit_cost:.0f}s)")
+                    break
+            ctx.say(f"{self.name}: fold {fold + 1} of {wanted}, view {view}, up to {epochs:g} epochs")
             held = ctx.folds.held(fold)
             probs[held], training = self._fold(ctx, cfg, fold)
             covered[held] = True
@@ -276,7 +301,9 @@ class TransformerCandidate:
         result.note = join_notes(result.note, note)
         result.settings.update(view=view, epochs_max=epochs, refit_epochs=refit_epochs(histories, epochs),
                                fold_best_epochs=[best_epoch(h) for h in histories])
-        ctx.reserved += 0.0 if math.isnan(refit_cost) else refit_cost * result.settings["refit_epochs"] / epochs
+        if math.isfinite(ctx.budget):  # kept back from later candidates: the refit, timed from the last fold
+            ctx.reserved += measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs, len(ctx.records),
+                                           result.settings["refit_epochs"])[1]
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
         """All rows, no validation left: as many epochs as early stopping chose in the folds."""
@@ -286,6 +313,10 @@ class TransformerCandidate:
         meta["training"]["fold_best_epochs"] = result.settings["fold_best_epochs"]
         write_meta(out, meta)
         return meta
+
+
+def wanted_folds(ctx: Context, cfg: TrainConfig) -> int:
+    return ctx.folds.k if cfg.transformer_folds == "auto" else max(1, min(int(cfg.transformer_folds), ctx.folds.k))
 
 
 def design_of(covered: np.ndarray, folds: Folds) -> str:
