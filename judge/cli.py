@@ -107,14 +107,23 @@ def distill(
                                scheme=scheme, label_field=label_field, skip_invalid=skip_invalid)
         echo_skipped(dataset)
         if teacher:
+            from judge.training import ranks
+
+            if ranks.distributed():
+                raise InputError("--teacher under a distributed launch would pay for every label once per process: "
+                                 "run `judge collect` first, then distil the labelled file")
             from judge.collect import TeacherConfig, format_stats, label_missing
             typer.echo(format_stats(label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, rubric=dataset.scheme.name)).stats), err=True)
-        overrides = {**parse_overrides(set_), "backbone": backbone, "epochs": epochs, "max_length": max_length,
-                     "view": view, "views": view, "seed": seed, "quant": quant, "merge": merge, "student": student,
-                     "budget": budget, "portfolio": portfolio, "holdout": holdout}
+        options = {"backbone": backbone, "epochs": epochs, "max_length": max_length, "view": view, "views": view,
+                   "seed": seed, "quant": quant, "merge": merge, "student": student, "budget": budget,
+                   "portfolio": portfolio, "holdout": holdout}
+        # an option not given must not clear the same key given with --set
+        overrides = {**parse_overrides(set_), **{k: v for k, v in options.items() if v is not None}}
         report = run_distill(dataset, out, TrainConfig.resolve(config, overrides))
     except InputError as exc:
         raise fail(exc) from None
+    if not report:  # a distributed launch's other ranks: rank 0 writes and reports
+        return
     typer.echo(f"\ncandidates ({selection_title(report)}):\n{format_leaderboard(report['leaderboard'])}")
     typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']} "
                f"refitted on {report['trained_on']} rows; {report['method']}:")

@@ -11,6 +11,16 @@ from tests.tiny import synthetic_rows, write_jsonl
 runner = CliRunner()
 
 
+def test_distill_set_values_are_not_cleared_by_options_left_out(tmp_path):
+    # --set epochs=3 / view=response with no --epochs / --view: the options' None must not erase them
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--student", "lexical",
+                                 "--set", "epochs=3", "--set", "views=response", "--set", "folds=3"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "judge.json").read_text())["config"]
+    assert (config["epochs"], config["views"], config["folds"]) == (3.0, "response", 3)
+
+
 def test_distill_score_eval_round_trip(tiny_bert, tmp_path):
     labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(120, seed=1))
     result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert,

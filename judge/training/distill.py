@@ -23,6 +23,7 @@ from judge.evaluate import evaluate
 from judge.model import Judge, write_meta
 from judge.records import Dataset, file_sha256, write_jsonl
 from judge.splits import split_by_group
+from judge.training import ranks
 from judge.training.config import TrainConfig
 from judge.training.portfolio import run_portfolio
 
@@ -68,7 +69,9 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     ``config.student`` picks the student (auto: the portfolio within ``config.budget``; the rules are
     in judge/training/portfolio.py). Agreement is the winner's out-of-fold agreement, or, with
     ``config.holdout`` > 0, its agreement on that untouched test split (the rest trains the judge).
-    Returns the agreement report plus the leaderboard (also ``report.json``).
+    Returns the agreement report plus the leaderboard (also ``report.json``). Under ``torchrun`` or
+    ``accelerate launch`` every rank trains each transformer together and rank 0 alone writes the
+    artifact (judge/training/ranks.py); the other ranks return an empty dict.
     """
     config = config or TrainConfig()
     out = Path(out_dir)
@@ -81,15 +84,20 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         raise InputError(f"holdout {config.holdout}: a share of the rows in [0, 1)")
     split = split_by_group(labelled, test_size=config.holdout, val_size=0.0, seed=config.seed)
     rows, test = split.train, split.test
+    ranks.start()
 
     portfolio = run_portfolio(rows, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
                               progress=progress)
     winner = portfolio.winner
-    if progress:
+    if progress and ranks.is_main():
         print(f"[distill] refitting {winner.candidate} on all {len(rows)} rows", file=sys.stderr, flush=True)
     shipped = out / CANDIDATES_DIR / winner.candidate
-    shutil.rmtree(shipped, ignore_errors=True)
+    if ranks.is_main():
+        shutil.rmtree(shipped, ignore_errors=True)
+    ranks.wait()
     refit_meta = winner.source.refit(rows, dataset.scheme, config, winner, shipped)
+    if not ranks.is_main():
+        return {}
     for part in ARTIFACT_PARTS:  # the folder holds one judge: drop what an earlier run's student left
         if (out / part).is_dir():
             shutil.rmtree(out / part)

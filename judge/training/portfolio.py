@@ -44,6 +44,7 @@ from judge.model import Judge, write_meta
 from judge.records import Record
 from judge.schemes import Scheme
 from judge.splits import Folds, Split, early_stopping_split, grouped_folds
+from judge.training import ranks
 from judge.training.config import TrainConfig
 from judge.training.lexical import CLASS_WEIGHTS, CS, FIRST_C, cross_validate_lexical, distinct_views, kappa, train_lexical
 from judge.views import VIEWS
@@ -93,7 +94,7 @@ class Context:
 
     def say(self, message: str) -> None:
         log.info(message)
-        if self.progress:
+        if self.progress and ranks.is_main():
             left = self.budget - (time.perf_counter() - self.started)
             print(f"[distill] {message}" + (f"  ({left:.0f}s of the budget left)" if math.isfinite(left) else ""),
                   file=sys.stderr, flush=True)
@@ -159,6 +160,8 @@ class LexicalCandidate:
         result.settings = {"view": cv.view, "C": cv.C, "class_weight": cv.class_weight, "search": cv.search}
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
+        if not ranks.is_main():  # nothing to train together: rank 0 fits and writes it
+            return {}
         s = result.settings
         info = train_lexical(records, out, view=s["view"], C=s["C"], class_weight=s["class_weight"], seed=config.seed)
         meta = {"kind": "lexical", "view": info.pop("view"), "model_file": info.pop("model_file"),
@@ -220,11 +223,13 @@ class TransformerCandidate:
 
         fit, val = early_stopping_split(rows, config.val_size, config.seed + 1)
         training = train_transformer(Split(fit, val, []), scheme, config, out, progress=progress)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
         training.update(view=config.view, epochs=config.epochs, train_rows=len(fit))
         meta = {"kind": "transformer", "view": config.view, "max_length": config.max_length,
                 "backbone": training.pop("backbone"), "training": training}
-        write_meta(out, stamp(meta, self.name, scheme, recorded or config))
+        if ranks.is_main():
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            write_meta(out, stamp(meta, self.name, scheme, recorded or config))
+        ranks.wait()  # no rank loads the judge before rank 0 has written judge.json
         return meta
 
     def _fold(self, ctx: Context, cfg: TrainConfig, fold: int) -> tuple[np.ndarray, dict]:
@@ -234,8 +239,16 @@ class TransformerCandidate:
         out = ctx.work / f"{self.name}-fold{fold}-{cfg.view}"
         meta = self._train(fit, ctx.scheme, cfg, out, ctx.progress)
         probs = Judge.load(out).predict_proba(held)
-        shutil.rmtree(out, ignore_errors=True)
+        ranks.wait()  # every rank has read the fold's judge before rank 0 removes it
+        if ranks.is_main():
+            shutil.rmtree(out, ignore_errors=True)
         return probs, {**meta["training"], "fold_seconds": round(time.perf_counter() - started, 1)}
+
+    def _plan_or_reason(self, ctx: Context, cfg: TrainConfig):
+        try:
+            return self.plan(ctx, cfg)
+        except InputError as exc:
+            return str(exc)
 
     def plan(self, ctx: Context, cfg: TrainConfig) -> tuple[int, float, float, float, str]:
         """(folds expected to fit, epochs, seconds per fold, seconds for the refit, note), from a speed probe."""
@@ -251,7 +264,10 @@ class TransformerCandidate:
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         cfg = self.configure(ctx.config)
-        n_folds, epochs, fold_cost, refit_cost, note = self.plan(ctx, cfg)
+        planned = ranks.shared(self._plan_or_reason(ctx, cfg))  # rank 0's clock decides for every rank
+        if isinstance(planned, str):
+            raise InputError(planned)
+        n_folds, epochs, fold_cost, refit_cost, note = planned
         cfg = replace(cfg, epochs=epochs)
         if math.isfinite(fold_cost):
             result.estimate_seconds = round(n_folds * fold_cost + refit_cost, 1)
@@ -260,7 +276,7 @@ class TransformerCandidate:
         covered = np.zeros(len(ctx.records), bool)
         histories = []
         wanted = wanted_folds(ctx, cfg)
-        if len(views) > 1 and ctx.left() - (wanted + len(views) - 1) * fold_cost - refit_cost < 0:
+        if len(views) > 1 and ranks.shared(ctx.left() - (wanted + len(views) - 1) * fold_cost - refit_cost < 0):
             # folds come first (they make the comparison and the stack); then the widest view, since a
             # cross-encoder reads the context TF-IDF gains little from
             note = join_notes(note, f"view {views[-1]}, the widest: no budget left to try {len(views)} views on a fold")
@@ -286,7 +302,7 @@ class TransformerCandidate:
             if histories and math.isfinite(ctx.budget):  # does one more fold still fit beside the refit?
                 next_cost, refit_cost = measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs,
                                                        len(ctx.records), refit_epochs(histories, epochs))
-                if ctx.left() < next_cost + refit_cost:
+                if ranks.shared(ctx.left() < next_cost + refit_cost):
                     note = join_notes(note, f"{fold} of {wanted} folds: the budget (a fold took "
                                             f"{histories[-1]['fold_seconds']:.0f}s, the refit needs ~{refit_cost:.0f}s)")
                     break
@@ -298,7 +314,7 @@ class TransformerCandidate:
         result.probs, result.covered, result.view = probs, covered, view
         result.design = design_of(covered, ctx.folds)
         result.note = join_notes(result.note, note)
-        result.settings.update(view=view, epochs_max=epochs, refit_epochs=refit_epochs(histories, epochs),
+        result.settings.update(view=view, epochs_max=epochs, refit_epochs=ranks.shared(refit_epochs(histories, epochs)),
                                fold_best_epochs=[best_epoch(h) for h in histories])
         if math.isfinite(ctx.budget):  # kept back from later candidates: the refit, timed from the last fold
             ctx.reserved += measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs, len(ctx.records),
@@ -310,7 +326,8 @@ class TransformerCandidate:
                       val_size=0.0)
         meta = self._train(records, scheme, cfg, out, progress=False, recorded=config)
         meta["training"]["fold_best_epochs"] = result.settings["fold_best_epochs"]
-        write_meta(out, meta)
+        if ranks.is_main():
+            write_meta(out, meta)
         return meta
 
 
@@ -374,6 +391,8 @@ class EnsembleCandidate:
         for m in self.members:
             m.source.refit(records, scheme, config, m, out / "members" / m.candidate)
             members.append({"name": m.candidate, "kind": m.kind, "view": m.view, "path": f"members/{m.candidate}"})
+        if not ranks.is_main():
+            return {}
         meta = {"kind": "ensemble", "view": result.view, "members": members,
                 "training": {"combiner": self.combiner, "oof_rows": int(result.covered.sum())}}
         fitted = result.settings["fitted"]
@@ -537,6 +556,7 @@ def run_portfolio(records: list[Record], scheme: Scheme, config: TrainConfig, wo
     if not trained:
         raise InputError("no candidate fitted the budget: raise --budget or name a --student")
     winner, compared, resolved = choose(trained, records, scheme, config)
+    winner = trained[ranks.shared(trained.index(winner))]  # the ranks' probabilities may differ in the last bits
     ctx.say(f"chosen: {winner.candidate} (out-of-fold kappa {winner.kappa:.3f} on {compared} rows)")
     return Portfolio(results, winner, folds, compared, resolved)
 
