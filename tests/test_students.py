@@ -314,7 +314,8 @@ def test_cli_student_lexical_then_score(tmp_path):
 
 def test_quick_portfolio_sets_what_was_not_set_explicitly():
     quick = TrainConfig.resolve(overrides={"portfolio": "quick"})
-    assert (quick.folds, quick.epochs, quick.max_length, quick.lexical_search, quick.budget) == (3, 2.0, 64, "views", "100s")
+    assert (quick.folds, quick.epochs, quick.max_length, quick.lexical_search, quick.budget, quick.full_lr) == (
+        3, 2.0, 64, "views", "100s", 2e-4)
     assert TrainConfig.resolve(overrides={"portfolio": "quick", "epochs": "3"}).epochs == 3.0
 
 
