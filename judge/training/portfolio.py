@@ -264,7 +264,8 @@ class TransformerCandidate:
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         cfg = self.configure(ctx.config)
-        planned = ranks.shared(self._plan_or_reason(ctx, cfg))  # rank 0's clock decides for every rank
+        # rank 0 probes and decides for every rank: their clocks differ, and ranks that disagree deadlock
+        planned = ranks.shared(self._plan_or_reason(ctx, cfg) if ranks.is_main() else None)
         if isinstance(planned, str):
             raise InputError(planned)
         n_folds, epochs, fold_cost, refit_cost, note = planned
@@ -428,7 +429,8 @@ def _cuda() -> bool:
 def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int = 2) -> float:
     """Training examples per second for this backbone on `records` here: a few real steps (LoRA or full) on
     one seeded random batch, scaled from its padded length to the records' mean token length, since
-    length-grouped batches pad little (timed at the padded length, XSTest's folds ran 2x faster than probed)."""
+    length-grouped batches pad little (timed at the padded length alone, it capped GPTFuzz's folds to 3
+    epochs and left 483 s of the budget unused)."""
     import torch
     from peft import get_peft_model
 
