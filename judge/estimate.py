@@ -35,6 +35,7 @@ import numpy as np
 from scipy.stats import norm
 
 from judge.errors import InputError
+from judge.model import read_meta
 from judge.records import Record, build_dataset, file_sha256, read_records, rows_from_jsonl
 from judge.schemes import BUILTIN_SCHEMES, Scheme, load_scheme
 
@@ -223,14 +224,6 @@ def read_scored(path: str | Path, scheme: str | Scheme | None = None) -> tuple[l
     return dataset.records, matrix, resolved
 
 
-def _judge_meta(judge_dir: str | Path) -> dict:
-    """The artifact's judge.json (its scheme and what it was trained on), without loading the model."""
-    meta_path = Path(judge_dir) / "judge.json"
-    if not meta_path.is_file():
-        raise InputError("not a judge artifact (no judge.json)", path=judge_dir)
-    return json.loads(meta_path.read_text(encoding="utf-8"))
-
-
 def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme | None = None,
                 judge_dir: str | Path | None = None) -> Inputs:
     """Read the scored file and the teacher labels, join them on id and check the sample is usable.
@@ -239,7 +232,7 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
     sample), and, given ``judge_dir``, rows the judge was trained or validated on (its errors
     there are smaller than elsewhere, which would bias the correction).
     """
-    meta = _judge_meta(judge_dir) if judge_dir is not None else {}
+    meta = read_meta(judge_dir) if judge_dir is not None else {}
     if meta and scheme is None:
         scheme = Scheme.from_dict(meta["scheme"])
     records, probs, resolved = read_scored(scored, scheme)

@@ -29,10 +29,10 @@ from judge.training.portfolio import run_portfolio
 
 MIN_LABELLED = 20
 CANDIDATES_DIR = "candidates"
+HOLDOUT_FILE = "holdout.jsonl"  # with --holdout, the untouched test rows as read: labels kept apart for calibrate
 # What a student writes into its folder; cleared before the winner is copied in.
 ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "combiner.skops", "checkpoints", "report.json",
-                  "holdout.jsonl")
-HOLDOUT_FILE = "holdout.jsonl"  # with --holdout, the untouched test rows as read: labels kept apart for calibrate
+                  HOLDOUT_FILE)
 
 
 def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dict:
@@ -53,6 +53,12 @@ def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dic
         # rows whose labels shaped the student (fit, early stopping, choice): never an estimation sample
         "trained_row_keys": sorted(row_key(r) for r in trained),
     }
+
+
+def headline(report: dict) -> dict:
+    """kappa, its interval, n and how it was estimated: what judge.json keeps of an agreement report."""
+    o = report["overall"]
+    return {"kappa": o["kappa"], "kappa_ci": o["kappa_ci"], "n": o["n"], "method": report["method"]}
 
 
 def cv_method(winner, folds: int) -> str:
@@ -121,17 +127,14 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         report = {"split": "cv", **cv}
     selection = {"folds": portfolio.folds.k, "compared_rows": portfolio.compared_rows, "resolved": portfolio.resolved,
                  "tie_margin": config.tie_margin}
-    report.update(student=winner.candidate, leaderboard=portfolio.leaderboard(), selection=selection,
-                  trained_on=len(rows))
+    leaderboard = portfolio.leaderboard()
+    report.update(student=winner.candidate, leaderboard=leaderboard, selection=selection, trained_on=len(rows))
     if test:
         report["cv"] = {"method": cv["method"], "overall": cv["overall"]}
-    o = report["overall"]
     meta = {**refit_meta, "data": data_summary(dataset, rows, test, portfolio.folds.k), "teacher": teacher_summary(labelled),
-            "leaderboard": portfolio.leaderboard(), "selection": selection,
-            "agreement": {"kappa": o["kappa"], "kappa_ci": o["kappa_ci"], "n": o["n"], "method": report["method"]},
+            "leaderboard": leaderboard, "selection": selection, "agreement": headline(report),
             # `test` is the training-time agreement calibrate's drift check and the card compare with
-            "metrics": {"test": o, "cv": {"kappa": cv["overall"]["kappa"], "kappa_ci": cv["overall"]["kappa_ci"],
-                                          "n": cv["overall"]["n"], "method": cv["method"]}}}
+            "metrics": {"test": report["overall"], "cv": headline(cv)}}
     write_meta(out, meta)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     if test:

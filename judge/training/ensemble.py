@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from judge.backends.ensemble import stack_features
+from judge.backends.lexical import aligned_log_proba
 from judge.records import Record
 from judge.splits import grouped_folds
 from judge.training.lexical import kappa
@@ -42,11 +43,8 @@ class Stack:
         return LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(stack_features(member_probs), labels)
 
     def predict_proba(self, fitted: LogisticRegression, member_probs: list[np.ndarray], classes) -> np.ndarray:
-        proba = fitted.predict_proba(stack_features(member_probs))
-        out = np.full((proba.shape[0], len(classes)), 1e-9)
-        for j, c in enumerate(fitted.classes_):
-            out[:, list(classes).index(str(c))] = proba[:, j]
-        return out / out.sum(axis=1, keepdims=True)
+        # what the shipped EnsembleJudge computes from the same combiner
+        return np.exp(aligned_log_proba(fitted, stack_features(member_probs), classes))
 
 
 class Blend:

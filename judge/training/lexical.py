@@ -122,9 +122,13 @@ def cross_validate_lexical(records: list[Record], folds: Folds, scheme: Scheme, 
     return best
 
 
+def lexical_pipeline(C: float, class_weight: str | None, seed: int = 0) -> Pipeline:
+    """The unfitted student (features, then classifier): what a benchmark fitting its own texts starts from."""
+    return Pipeline([("features", make_features()), ("clf", make_classifier(C, class_weight, seed))])
+
+
 def fit_pipeline(records: list[Record], view: str, C: float, class_weight: str | None, seed: int = 0) -> Pipeline:
-    pipeline = Pipeline([("features", make_features()), ("clf", make_classifier(C, class_weight, seed))])
-    return pipeline.fit([render_text(r, view) for r in records], [r.label for r in records])
+    return lexical_pipeline(C, class_weight, seed).fit([render_text(r, view) for r in records], [r.label for r in records])
 
 
 def train_lexical(records: list[Record], out_dir: str | Path, *, view: str, C: float, class_weight: str | None,
