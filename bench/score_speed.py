@@ -62,9 +62,11 @@ def prepare(work: Path, n_train: int, n_rows: int, judges: list[str], epochs: fl
 
 def plain_loop(judge, records, batch_size: int):
     """The plainest scoring of the same texts: returns a function that scores them all once."""
+    from judge.model import length_sorted_batches
     from judge.views import render, render_text
 
-    order = sorted(range(len(records)), key=lambda i: len(records[i].response) + len(records[i].question))
+    batches = length_sorted_batches(records, batch_size)  # the order and batches `judge score` uses
+    order = [i for chunk in batches for i in chunk]
     if judge.meta["kind"] == "lexical":
         from judge.backends.lexical import load_estimator
 
@@ -80,12 +82,12 @@ def plain_loop(judge, records, batch_size: int):
     backbone = artifact_backbone(judge.meta["backbone"]).path
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=len(judge.classes_)).eval()
-    pairs = [render(records[i], judge.view) for i in order]
+    pairs = [[render(records[i], judge.view) for i in chunk] for chunk in batches]
 
     @torch.inference_mode()
     def run():
-        for start in range(0, len(pairs), batch_size):
-            contexts, responses = zip(*pairs[start:start + batch_size])
+        for chunk in pairs:
+            contexts, responses = zip(*chunk)
             batch = tokenizer(list(contexts), list(responses), truncation="longest_first", max_length=judge.max_length,
                               padding=True, return_tensors="pt")
             model(**batch).logits.numpy()
