@@ -7,12 +7,13 @@ subprocess (so its peak RSS is its own), times what `judge score` does after sta
 length-sorted order, max_length and batch size, one tokenizer call and one `model(**batch)` per
 batch under `torch.inference_mode` (for TF-IDF: one `predict_proba` call). The two alternate
 `--repeats` times; the ratio is best judge rate / best plain rate. Optional variants on the MiniLM
-judges: int8 dynamic quantization and bf16 (speed and the kappa against the teacher's labels next
-to fp32's), and other batch sizes. Then `--engine ray` with `--ray-workers` actors on a local
-cluster (rate of the whole call, actor start-up and model loads included) and whether its rows
-equal the local engine's. Run with nice, nothing else heavy alongside:
+judges: the other of fp32 and bf16 (the judge's default is bf16 where the CPU has it natively) and
+int8 dynamic quantization (speed and the kappa against the teacher's labels next to the default's),
+and other batch sizes. Then `--engine ray` with `--ray-workers` actors on a local cluster (rate of
+the whole call, actor start-up and model loads included) and whether its rows equal the local
+engine's. Run with nice, nothing else heavy alongside:
 
-    nice -n 10 .venv/bin/python bench/score_speed.py [--rows 400] [--repeats 2] [--variants int8,bf16]
+    nice -n 10 .venv/bin/python bench/score_speed.py [--rows 400] [--repeats 2] [--variants fp32,bf16,int8]
         [--batch-sizes 16,64] [--ray-workers 2] [--only lexical,minilm-lora,minilm-full] [--work DIR]
 """
 
@@ -81,7 +82,8 @@ def plain_loop(judge, records, batch_size: int):
 
     backbone = artifact_backbone(judge.meta["backbone"]).path
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=len(judge.classes_)).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=len(judge.classes_),
+                                                               dtype=judge.dtype).eval()  # the judge's own precision
     pairs = [[render(records[i], judge.view) for i in chunk] for chunk in batches]
 
     @torch.inference_mode()
@@ -90,7 +92,7 @@ def plain_loop(judge, records, batch_size: int):
             contexts, responses = zip(*chunk)
             batch = tokenizer(list(contexts), list(responses), truncation="longest_first", max_length=judge.max_length,
                               padding=True, return_tensors="pt")
-            model(**batch).logits.numpy()
+            model(**batch).logits.float().numpy()
 
     return run
 
@@ -117,20 +119,25 @@ def kappa(records, labels, classes) -> float:
 
 
 def variant_judges(judge, names: list[str]) -> dict:
-    """The same judge with its model int8-quantized (torch dynamic quantization) or cast to bf16."""
+    """The same judge with its model cast to fp32 or bf16 (those other than the judge's own default), or
+    int8-quantized (torch dynamic quantization of an fp32 copy)."""
     import copy
 
     import torch
 
+    casts = {"fp32": torch.float32, "bf16": torch.bfloat16}
     out = {}
     for name in names:
         variant = copy.copy(judge)
         if name == "int8":
-            variant.model = torch.ao.quantization.quantize_dynamic(judge.model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif name == "bf16":
-            variant.model = copy.deepcopy(judge.model).to(torch.bfloat16)
+            variant.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(judge.model).float(), {torch.nn.Linear},
+                                                                   dtype=torch.qint8)
+        elif name in casts:
+            if casts[name] == judge.dtype:
+                continue
+            variant.model = copy.deepcopy(judge.model).to(casts[name])
         else:
-            raise SystemExit(f"unknown variant {name!r}: int8 or bf16")
+            raise SystemExit(f"unknown variant {name!r}: fp32, bf16 or int8")
         out[name] = variant
     return out
 
@@ -169,7 +176,8 @@ def worker(args) -> None:
     for _ in range(args.repeats):
         for name, fn in contenders.items():
             rates[name].append(rate(fn, n))
-    print(json.dumps({"judge": args.worker, "n": n, "batch_size": size, "load_s": load_seconds, "peak_mib": peak_mib,
+    print(json.dumps({"judge": args.worker, "dtype": str(getattr(judge, "dtype", "-")).replace("torch.", ""),
+                      "n": n, "batch_size": size, "load_s": load_seconds, "peak_mib": peak_mib,
                       "rates": rates, "threads": torch.get_num_threads(), "variants": variants,
                       "kappa": kappa(records, [p.label for p in predictions], judge.classes_)}))
 
@@ -207,7 +215,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, help="default: the judge's own")
     parser.add_argument("--batch-sizes", default="", help="extra batch sizes to time the MiniLM judges at, e.g. 16,64")
-    parser.add_argument("--variants", default="int8,bf16", help="MiniLM variants to time and check: int8, bf16")
+    parser.add_argument("--variants", default="fp32,bf16", help="MiniLM variants to time and check: fp32, bf16 (the one "
+                        "that is not the judge's default), int8")
     parser.add_argument("--ray-workers", type=int, default=2, help="0 skips the Ray engine")
     parser.add_argument("--work", type=Path, help="keep judges here between runs (default: a temp folder)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -222,7 +231,7 @@ def main() -> None:
     judges = args.only.split(",")
     responses = prepare(work, args.train, args.rows, judges, args.epochs)
     print(f"\n{args.rows} XSTest responses, 128 tokens, {os.cpu_count()} CPUs; best of {args.repeats} passes each")
-    print(f"{'judge':<12} {'batch':>5} {'judge/s':>8} {'plain/s':>8} {'ratio':>6} {'load s':>6} {'peak MiB':>8} "
+    print(f"{'judge':<12} {'dtype':>8} {'batch':>5} {'judge/s':>8} {'plain/s':>8} {'ratio':>6} {'load s':>6} {'peak MiB':>8} "
           f"{'kappa':>6}  variants")
     for name in judges:
         command = [sys.executable, __file__, "--worker", str(work / name), "--responses", str(responses),
@@ -240,7 +249,7 @@ def main() -> None:
                            + (f", kappa {r['variants'][k]['kappa']:.3f}, same labels {r['variants'][k]['same_labels']:.1%}"
                               if k in r["variants"] else "")
                            for k in best if k not in ("judge", "plain"))
-        print(f"{name:<12} {r['batch_size']:>5} {best['judge']:>8.1f} {best['plain']:>8.1f} {best['judge'] / best['plain']:>6.2f} "
+        print(f"{name:<12} {r['dtype']:>8} {r['batch_size']:>5} {best['judge']:>8.1f} {best['plain']:>8.1f} {best['judge'] / best['plain']:>6.2f} "
               f"{r['load_s']:>6.1f} {r['peak_mib']:>8.0f} {r['kappa']:>6.3f}  {others}", flush=True)
         print(f"{'':<12} every pass, resp/s: " + "; ".join(f"{k} {', '.join(f'{x:.1f}' for x in v)}"
                                                           for k, v in r["rates"].items()), flush=True)

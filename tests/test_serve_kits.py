@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import requests
+import torch
 
 from judge import Judge
 from judge.extract import extract, is_health_probe, scenario_of
@@ -356,11 +357,14 @@ def test_vlmevalkit_mmsafetybench_verdicts_equal_judge_score(base, judge, tmp_pa
 def test_a_label_does_not_depend_on_its_batch_mates(judge):
     """A server micro-batch mixes rubrics (general rows with no context, scenario rows with one)."""
     rows = [{"response": r} for r in RESPONSES]
-    alone = [judge.predict([row])[0].probs for row in rows]
+    alone = [judge.predict([row])[0] for row in rows]
     with_scenario = {"response": RESPONSES[0], "scenario": "13-Gov_Decision"}
     mixed = judge.predict([*rows, with_scenario])
-    assert [m.probs for m in mixed[:len(rows)]] == [pytest.approx(a, abs=1e-5) for a in alone]
-    assert mixed[-1].probs == pytest.approx(judge.predict([with_scenario])[0].probs, abs=1e-5)
+    # padding is masked out; in bf16 (the default where a CPU runs it natively) each batch shape rounds apart
+    tolerance = 1e-5 if judge.dtype == torch.float32 else 2e-3
+    assert [m.label for m in mixed[:len(rows)]] == [a.label for a in alone]
+    assert [m.probs for m in mixed[:len(rows)]] == [pytest.approx(a.probs, abs=tolerance) for a in alone]
+    assert mixed[-1].probs == pytest.approx(judge.predict([with_scenario])[0].probs, abs=tolerance)
 
 
 def test_record_carries_the_scenario(base, judge, caplog):

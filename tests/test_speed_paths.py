@@ -9,7 +9,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from judge.backends.transformer import TransformerJudge, artifact_backbone, inference_dtype, load_classifier
+from judge.backends.transformer import (TransformerJudge, artifact_backbone, inference_dtype, load_classifier,
+                                        native_bf16)
 from judge.model import Judge, length_sorted_batches
 from judge.records import read_records
 from tests.tiny import synthetic_rows, write_jsonl
@@ -21,7 +22,7 @@ def records(tmp_path):
 
 
 def test_lora_is_merged_at_load_and_scores_as_the_adapter_does(tiny_judge, records):
-    judge = Judge.load(tiny_judge)
+    judge = Judge.load(tiny_judge, dtype="float32")  # the comparison below is fp32 against fp32
     assert not isinstance(judge.model, PeftModel)
     assert not [name for name, _ in judge.model.named_modules() if "lora" in name]
     assert (Path(tiny_judge) / "adapter" / "adapter_model.safetensors").is_file()  # the artifact keeps its adapter
@@ -35,9 +36,11 @@ def test_lora_is_merged_at_load_and_scores_as_the_adapter_does(tiny_judge, recor
 
 
 def test_bf16_path_casts_the_model_and_keeps_its_labels(tiny_judge, records):
-    """What CUDA scoring runs (bf16 weights, fp32 logits out), exercised on the CPU."""
-    assert inference_dtype(torch.device("cpu")) == torch.float32
-    fp32 = Judge.load(tiny_judge)
+    """What CUDA and bf16-native CPUs score with (bf16 weights, fp32 logits out), on the CPU."""
+    default = Judge.load(tiny_judge)
+    assert {p.dtype for p in default.model.parameters()} == {inference_dtype(torch.device("cpu"))}
+    assert inference_dtype(torch.device("cpu")) == (torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32)
+    fp32 = Judge.load(tiny_judge, dtype="float32")
     bf16 = Judge.load(tiny_judge, device="cpu", dtype="bfloat16")
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     a, b = fp32.predict_proba(records), bf16.predict_proba(records)
@@ -55,7 +58,7 @@ def test_batches_follow_length_and_cover_every_record_once(records):
 
 
 def test_scores_do_not_depend_on_the_batch_size(tiny_judge, records):
-    judge = Judge.load(tiny_judge)
+    judge = Judge.load(tiny_judge, dtype="float32")  # padding is masked out; bf16 rounds each batch shape apart
     np.testing.assert_allclose(judge.logits(records, batch_size=1), judge.logits(records, batch_size=64), atol=1e-5)
 
 

@@ -14,7 +14,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from judge import Judge
 from judge.backbones import local_backbone, resolve_backbone
-from judge.backends.transformer import load_tokenizer
+from judge.backends.transformer import load_tokenizer, native_bf16
 from judge.errors import InputError
 from judge.model import write_meta
 from judge.records import read_records
@@ -132,6 +132,8 @@ def test_full_fine_tune_moves_every_weight_at_its_own_lr_and_exports_the_whole_m
     assert training["finetune"] == training["export"] == "full"
     assert (tmp_path / "full" / "model").is_dir() and not (tmp_path / "full" / "adapter").exists()
     assert seen.trainable == seen.total and seen.max_lr == pytest.approx(2e-3, rel=0.05)
+    native = native_bf16(torch.device("cpu"))  # auto: bf16 mixed precision where the CPU runs it natively
+    assert training["precision"] == ("bf16" if native else "fp32") and seen.bf16 == native
 
     before = load_file(local_backbone(resolve_backbone(tiny_bert)).path + "/model.safetensors")
     after = load_file(tmp_path / "full" / "model" / "model.safetensors")
@@ -163,12 +165,14 @@ class _LearningRates(TrainerCallback):
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for p in model.parameters())
         self.max_lr = max(lr_scheduler.base_lrs)
+        self.bf16 = args.bf16
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"merge": True, "quant": "4bit"}, "merge=true needs an unquantized backbone"),
     ({"finetune": "full", "quant": "4bit"}, "finetune=full trains every weight"),
     ({"finetune": "half"}, "finetune must be lora or full"),
+    ({"precision": "fp16"}, "precision must be auto, bf16 or fp32"),
 ])
 def test_training_modes_a_quantized_backbone_cannot_take_are_refused(tiny_bert, tmp_path, overrides, message):
     split = _split(_dataset(tmp_path))
@@ -193,6 +197,7 @@ def test_tiny_llama_trains_with_real_4bit_qlora_on_cpu(tmp_path):
     config = _tiny_config(str(llama), quant="4bit", gradient_checkpointing=True)  # qlora's recipe
     training = _train_artifact(dataset, config, tmp_path / "run", callbacks=[seen])
     assert training["quant"] == "4bit" and seen.linear4bit == 14  # 7 projections x 2 layers, all nf4
+    assert training["precision"] == "fp32"  # bitsandbytes computes in fp32 on a CPU
     saved = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
     lora_b = [t for k, t in saved.items() if "lora_B" in k]
     assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # zero-initialised, so gradients flowed through 4-bit

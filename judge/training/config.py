@@ -37,6 +37,9 @@ class TrainConfig:
     optim: str = "auto"  # auto: paged_adamw_8bit when quantized on CUDA, else adamw_torch
     group_by_length: bool = True
     gradient_checkpointing: bool = False
+    # auto: bf16 mixed precision where it runs natively (a CUDA GPU with bf16; a CPU with AVX512-BF16 or AMX,
+    # unquantized), else fp32; or bf16 / fp32
+    precision: str = "auto"
     # what moves: lora = an adapter (QLoRA when quantized); full = every weight, at full_lr, exported as model/
     finetune: str = "lora"
     full_lr: float = 5e-5  # LoRA's lr would wreck the pretrained weights of a full fine-tune

@@ -436,7 +436,7 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
 
     from judge.backbones import local_backbone, resolve_backbone
     from judge.backends.transformer import encode, load_classifier, load_tokenizer
-    from judge.training.transformer import lora_config
+    from judge.training.transformer import lora_config, resolve_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = local_backbone(resolve_backbone(config.backbone))
@@ -449,10 +449,13 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
     batch = encode(tokenizer, sample, config.view, config.max_length).to(device)
     labels = torch.zeros(len(sample), dtype=torch.long, device=device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    bf16 = resolve_precision(config, "none") == "bf16"
     elapsed = 0.0
     for step in range(steps + 1):  # the first step warms up and is not timed
         started = time.perf_counter()
-        model(**batch, labels=labels).loss.backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):  # as the Trainer's mixed precision
+            loss = model(**batch, labels=labels).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         elapsed += (time.perf_counter() - started) if step else 0.0

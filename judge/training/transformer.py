@@ -23,7 +23,8 @@ from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Progre
 from transformers.trainer_utils import get_last_checkpoint
 
 from judge.backbones import local_backbone, resolve_backbone
-from judge.backends.transformer import count_truncated, encode, load_classifier, load_tokenizer, quantization_config
+from judge.backends.transformer import (count_truncated, encode, load_classifier, load_tokenizer, native_bf16,
+                                        quantization_config)
 from judge.errors import InputError
 from judge.metrics import kappa_from_confusion
 from judge.records import Record
@@ -49,6 +50,19 @@ def resolve_quant(config: TrainConfig) -> str:
     if config.quant not in ("4bit", "8bit", "none"):
         raise InputError(f"quant must be auto, 4bit, 8bit or none, got {config.quant!r}")
     return config.quant
+
+
+def resolve_precision(config: TrainConfig, quant: str) -> str:
+    """bf16 (mixed precision: fp32 master weights, bf16 matmuls) or fp32. `auto` takes bf16 where it runs
+    natively; on a CPU only unquantized, since bitsandbytes computes in fp32 there. On this AMD EPYC
+    (AVX512-BF16) a MiniLM training step ran 1.6-1.8x faster in bf16."""
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise InputError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
+    if config.precision != "auto":
+        return config.precision
+    cuda = torch.cuda.is_available()
+    native = native_bf16(torch.device("cuda" if cuda else "cpu"))
+    return "bf16" if native and (cuda or quant == "none") else "fp32"
 
 
 def resolve_finetune(config: TrainConfig, quant: str) -> str:
@@ -161,6 +175,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
     out_dir = Path(out_dir)
     quant = resolve_quant(config)
     finetune = resolve_finetune(config, quant)
+    precision = resolve_precision(config, quant)
     source = resolve_backbone(config.backbone)
     ref = local_backbone(source)
     soft = config.loss == "soft" or (config.loss == "auto" and all(r.label_probs for r in split.train))
@@ -214,7 +229,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=precision == "bf16",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
@@ -243,6 +258,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         "max_length": config.max_length,
         "quant": quant,
         "finetune": finetune,
+        "precision": precision,
         "export": "full" if finetune == "full" else "merged" if config.merge else "adapter",
         "loss": "soft-kl" if soft else "cross-entropy",
         "truncated_train": count_truncated(tokenizer, split.train, config.view, config.max_length),
