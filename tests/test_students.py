@@ -25,8 +25,8 @@ from judge.training.config import TrainConfig
 from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
-from judge.training.portfolio import (EnsembleCandidate, LexicalCandidate, Result, TransformerCandidate, choose,
-                                      fit_to_budget, measured_costs, parse_budget, refit_epochs,
+from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, Result, TransformerCandidate,
+                                      choose, fit_to_budget, measured_costs, parse_budget, refit_epochs,
                                       run_portfolio)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
@@ -169,6 +169,20 @@ def test_after_a_fold_the_next_fold_and_the_refit_are_timed_from_it():
     # a fold that early-stopped after 2 of 4 epochs: the next may run all 4; a 2-epoch refit costs half
     next_fold, short_refit = measured_costs(100.0, {**fold, "train_seconds": 90.0, "epochs_run": 2.0}, 4.0, 791, 2)
     assert next_fold == pytest.approx(1.1 * 200) and short_refit == pytest.approx(refit / 2, abs=0.1)
+
+
+def test_the_view_search_is_timed_from_the_first_fold_and_cut_when_the_folds_would_not_fit(tmp_path):
+    dataset = _dataset(tmp_path, n=60)
+    config = TrainConfig.resolve(overrides={"folds": 5, "epochs": 4})
+    folds = grouped_folds(dataset.labelled, 5)
+    ctx = Context(dataset.labelled, folds, dataset.scheme, config, tmp_path, budget=700.0)
+    widest = (np.zeros((len(folds.held(0)), 3)), {"fold_seconds": 100.0, "train_seconds": 90.0, "train_rows": 43,
+                                                  "epochs_run": 4.0})
+    # timed from that fold: 4 more folds and 2 more views at 110 s, plus a ~138 s refit, exceed 700 s
+    view, probs, training, note = TransformerCandidate("t")._search_views(
+        ctx, config, ["response", "question", "full"], widest, 5, Result("t", "transformer"))
+    assert view == "full" and probs is widest[0] and training is widest[1]
+    assert note == "view full, the widest: 3 views on a fold and 5 folds do not fit (a fold took 100s)"
 
 
 def test_budget_skips_a_transformer_that_does_not_fit_and_says_why(tiny_bert, tmp_path):

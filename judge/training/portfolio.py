@@ -6,7 +6,8 @@ The rules (docs/distill.md says the same):
   label-stratified folds (`folds`, default 5). The lexical student runs all K. A transformer runs
   folds while the budget affords another one plus its refit, both timed from the folds that ran
   (`transformer_folds` caps them), early-stopping on a slice of each fold's own fitting rows, never
-  on the held-out fold; its view search on the first fold runs only if all K folds fit besides.
+  on the held-out fold. Its first fold reads the widest view; the other views are tried on that fold
+  only if, timed from it, they and all K folds still fit beside the refit.
 - **Comparison.** Candidates are compared on the rows every one of them predicted out of fold, each with
   its paired kappa difference to the best and a 95% paired group-bootstrap interval.
 - **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
@@ -277,29 +278,10 @@ class TransformerCandidate:
         covered = np.zeros(len(ctx.records), bool)
         histories = []
         wanted = wanted_folds(ctx, cfg)
-        if len(views) > 1 and ranks.shared(ctx.left() - (wanted + len(views) - 1) * fold_cost - refit_cost < 0):
-            # folds come first (they make the comparison and the stack); then the widest view, since a
-            # cross-encoder reads the context TF-IDF gains little from
-            note = join_notes(note, f"view {views[-1]}, the widest: no budget left to try {len(views)} views on a fold")
-            views = views[-1:]
-        if len(views) > 1:
-            tried = {}
-            for view in views:
-                ctx.say(f"{self.name}: view {view} on fold 1 of {ctx.folds.k} (up to {epochs:g} epochs)")
-                tried[view] = self._fold(ctx, replace(cfg, view=view), 0)
-            held = ctx.folds.held(0)
-            truth = [ctx.records[i].label for i in held]
-            scores = {v: kappa(truth, [ctx.scheme.classes[j] for j in p.argmax(axis=1)], ctx.scheme.classes)
-                      for v, (p, _) in tried.items()}
-            view = max(views, key=lambda v: scores[v])
-            result.settings["view_search"] = {v: round(s, 4) for v, s in scores.items()}
-            probs[held], covered[held] = tried[view][0], True
-            histories.append(tried[view][1])
-            first = 1
-        else:
-            view, first = views[0], 0
-        cfg = replace(cfg, view=view)
-        for fold in range(first, wanted):
+        # fold 1 reads the widest view (a cross-encoder can use the context TF-IDF gains little from); the
+        # others are tried on it only if, timed from that fold, they and every fold still fit beside the refit
+        view = views[-1]
+        for fold in range(wanted):
             if histories and math.isfinite(ctx.budget):  # does one more fold still fit beside the refit?
                 next_cost, refit_cost = measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs,
                                                        len(ctx.records), refit_epochs(histories, epochs))
@@ -309,8 +291,12 @@ class TransformerCandidate:
                     break
             ctx.say(f"{self.name}: fold {fold + 1} of {wanted}, view {view}, up to {epochs:g} epochs")
             held = ctx.folds.held(fold)
-            probs[held], training = self._fold(ctx, cfg, fold)
-            covered[held] = True
+            fold_probs, training = self._fold(ctx, replace(cfg, view=view), fold)
+            if fold == 0 and len(views) > 1:
+                view, fold_probs, training, why = self._search_views(ctx, cfg, views, (fold_probs, training), wanted,
+                                                                     result)
+                note = join_notes(note, why)
+            probs[held], covered[held] = fold_probs, True
             histories.append(training)
         result.probs, result.covered, result.view = probs, covered, view
         result.design = design_of(covered, ctx.folds)
@@ -320,6 +306,28 @@ class TransformerCandidate:
         if math.isfinite(ctx.budget):  # kept back from later candidates: the refit, timed from the last fold
             ctx.reserved += measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs, len(ctx.records),
                                            result.settings["refit_epochs"])[1]
+
+    def _search_views(self, ctx: Context, cfg: TrainConfig, views: list[str], widest: tuple, wanted: int,
+                      result: Result) -> tuple[str, np.ndarray, dict, str]:
+        """The other views on fold 1, if the budget affords them: (chosen view, its fold probabilities, its
+        training record, a note when the search was cut)."""
+        training = widest[1]
+        if math.isfinite(ctx.budget):
+            fold_cost, refit_cost = measured_costs(training["fold_seconds"], training, cfg.epochs, len(ctx.records),
+                                                   refit_epochs([training], cfg.epochs))
+            if ranks.shared(ctx.left() < (wanted - 1 + len(views) - 1) * fold_cost + refit_cost):
+                return views[-1], *widest, (f"view {views[-1]}, the widest: {len(views)} views on a fold and "
+                                            f"{wanted} folds do not fit (a fold took {training['fold_seconds']:.0f}s)")
+        tried = {views[-1]: widest}
+        for view in views[:-1]:
+            ctx.say(f"{self.name}: view {view} on fold 1 of {ctx.folds.k} (up to {cfg.epochs:g} epochs)")
+            tried[view] = self._fold(ctx, replace(cfg, view=view), 0)
+        truth = [ctx.records[i].label for i in ctx.folds.held(0)]
+        scores = {v: kappa(truth, [ctx.scheme.classes[j] for j in tried[v][0].argmax(axis=1)], ctx.scheme.classes)
+                  for v in views}
+        view = max(views, key=lambda v: scores[v])  # a tie goes to the narrower view
+        result.settings["view_search"] = {v: round(s, 4) for v, s in scores.items()}
+        return view, *tried[view], ""
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
         """All rows, no validation left: as many epochs as early stopping chose in the folds."""
