@@ -127,7 +127,8 @@ def native_bf16(device: torch.device) -> bool:
     oneDNN emulates bf16, slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with a fallback
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def inference_dtype(device: torch.device) -> torch.dtype:

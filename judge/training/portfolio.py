@@ -325,7 +325,7 @@ class TransformerCandidate:
         truth = [ctx.records[i].label for i in ctx.folds.held(0)]
         scores = {v: kappa(truth, [ctx.scheme.classes[j] for j in tried[v][0].argmax(axis=1)], ctx.scheme.classes)
                   for v in views}
-        view = max(views, key=lambda v: scores[v])  # a tie goes to the narrower view
+        view = ranks.shared(max(views, key=lambda v: scores[v]))  # a tie goes to the narrower view; rank 0 decides
         result.settings["view_search"] = {v: round(s, 4) for v, s in scores.items()}
         return view, *tried[view], ""
 
@@ -444,7 +444,7 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
 
     from judge.backbones import local_backbone, resolve_backbone
     from judge.backends.transformer import encode, load_classifier, load_tokenizer
-    from judge.training.transformer import lora_config, resolve_precision
+    from judge.training.transformer import lora_config, resolve_precision, resolve_quant
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = local_backbone(resolve_backbone(config.backbone))
@@ -457,7 +457,7 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
     batch = encode(tokenizer, sample, config.view, config.max_length).to(device)
     labels = torch.zeros(len(sample), dtype=torch.long, device=device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    bf16 = resolve_precision(config, "none") == "bf16"
+    bf16 = resolve_precision(config, resolve_quant(config)) == "bf16"
     elapsed = 0.0
     for step in range(steps + 1):  # the first step warms up and is not timed
         started = time.perf_counter()
