@@ -14,6 +14,15 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
+def top_labels(probs: np.ndarray, classes: Sequence[str]) -> list[str]:
+    """Each row's most probable class, for probabilities whose columns are in `classes` order.
+
+    >>> top_labels(np.array([[0.2, 0.8], [0.6, 0.4]]), ["safe", "unsafe"])
+    ['unsafe', 'safe']
+    """
+    return [classes[j] for j in np.asarray(probs).argmax(axis=1)]
+
+
 def kappa_from_confusion(cm: np.ndarray, weights: str | None = None) -> float:
     """Cohen's kappa from a confusion matrix (rows = rater A, columns = rater B).
 

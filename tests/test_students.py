@@ -163,11 +163,12 @@ def test_under_a_budget_that_fits_every_fold_the_transformer_runs_them_all(tiny_
 
 
 def test_after_a_fold_the_next_fold_and_the_refit_are_timed_from_it():
-    fold = {"train_seconds": 180.0, "train_rows": 570, "epochs_run": 4.0}
-    next_fold, refit = measured_costs(200.0, fold, 4.0, rows=791, refit_epochs=4)
+    fold = {"fold_seconds": 200.0, "train_seconds": 180.0, "train_rows": 570, "epochs_run": 4.0}
+    next_fold, refit = measured_costs(fold, 4.0, rows=791, refit_epochs=4)
     assert next_fold == pytest.approx(1.1 * 200) and refit == pytest.approx(1.1 * 791 * 4 * 180 / (570 * 4), abs=0.1)
     # a fold that early-stopped after 2 of 4 epochs: the next may run all 4; a 2-epoch refit costs half
-    next_fold, short_refit = measured_costs(100.0, {**fold, "train_seconds": 90.0, "epochs_run": 2.0}, 4.0, 791, 2)
+    next_fold, short_refit = measured_costs({**fold, "fold_seconds": 100.0, "train_seconds": 90.0, "epochs_run": 2.0},
+                                            4.0, 791, 2)
     assert next_fold == pytest.approx(1.1 * 200) and short_refit == pytest.approx(refit / 2, abs=0.1)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from judge.errors import InputError
 from judge.estimate import row_key
 from judge.evaluate import evaluate
+from judge.metrics import top_labels
 from judge.model import Judge, write_meta
 from judge.records import Dataset, file_sha256, write_jsonl
 from judge.splits import split_by_group
@@ -113,7 +114,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
 
     covered = np.flatnonzero(winner.covered)
     oof_rows = [rows[i] for i in covered]
-    oof_labels = [dataset.scheme.classes[j] for j in winner.probs[covered].argmax(axis=1)]
+    oof_labels = top_labels(winner.probs[covered], dataset.scheme.classes)
     cv = {"method": cv_method(winner, portfolio.folds.k),
           **evaluate(oof_rows, oof_labels, dataset.scheme, seed=config.seed)}
     if test:

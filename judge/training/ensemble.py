@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from judge.backends.ensemble import stack_features
 from judge.backends.lexical import aligned_log_proba
+from judge.metrics import top_labels
 from judge.records import Record
 from judge.splits import grouped_folds
 from judge.training.lexical import kappa
@@ -53,7 +54,7 @@ class Blend:
     def fit(self, member_probs: list[np.ndarray], labels: list[str], classes, seed: int = 0) -> tuple[float, ...]:
         """The weights with the best kappa on these rows (ties: the most even weights, then grid order)."""
         def score(w):
-            return kappa(labels, [classes[i] for i in self.predict_proba(w, member_probs, classes).argmax(axis=1)], classes)
+            return kappa(labels, top_labels(self.predict_proba(w, member_probs, classes), classes), classes)
         return max(weight_grid(len(member_probs)), key=lambda w: (score(w), -max(w)))
 
     def predict_proba(self, weights, member_probs: list[np.ndarray], classes) -> np.ndarray:

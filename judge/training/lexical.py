@@ -20,7 +20,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from judge.backends.lexical import MODEL_FILE, aligned_log_proba, save_estimator
 from judge.errors import InputError
-from judge.metrics import kappa_from_confusion
+from judge.metrics import kappa_from_confusion, top_labels
 from judge.records import Record
 from judge.schemes import Scheme
 from judge.splits import Folds
@@ -103,7 +103,7 @@ def cross_validate_lexical(records: list[Record], folds: Folds, scheme: Scheme, 
     def trial(view, C, weight):
         nonlocal best
         probs = out_of_fold(view, C, weight)
-        score = kappa(y, [scheme.classes[i] for i in probs.argmax(axis=1)], scheme.classes)
+        score = kappa(y, top_labels(probs, scheme.classes), scheme.classes)
         search.append({"view": view, "C": C, "class_weight": weight, "cv_kappa": round(score, 4)})
         say(f"lexical: view {view}, C={C:g}, class_weight={weight}: out-of-fold kappa {score:.3f}")
         if best is None or score > best.kappa:

@@ -40,7 +40,7 @@ import numpy as np
 from judge import __version__
 from judge.backbones import PRESETS, missing_backbone
 from judge.errors import InputError
-from judge.metrics import agreement, paired_kappa_difference
+from judge.metrics import agreement, paired_kappa_difference, top_labels
 from judge.model import Judge, write_meta
 from judge.records import Record
 from judge.schemes import Scheme
@@ -190,16 +190,18 @@ def fit_to_budget(left: float, wanted: int, epochs: float, fold_cost: float, ref
         f"epochs capped {epochs:g} -> {capped} to fit the budget: early stopping may not have been reached")
 
 
-def measured_costs(fold_seconds: float, training: dict, epochs: float, rows: int, refit_epochs: int) -> tuple[float, float]:
-    """(seconds for one more fold, for the refit on all `rows`), timed from a fold that ran: the next
-    fold may run every epoch even if this one stopped early; the refit trains `refit_epochs` on every row.
+def measured_costs(fold: dict, epochs: float, rows: int, refit_epochs: int) -> tuple[float, float]:
+    """(seconds for one more fold, for the refit on all `rows`), timed from a fold that ran (its training
+    record, with `fold_seconds`): the next fold may run every epoch even if this one stopped early; the
+    refit trains `refit_epochs` on every row.
 
-    >>> measured_costs(200.0, {"train_seconds": 180.0, "train_rows": 570, "epochs_run": 4.0}, 4.0, 791, 4)
+    >>> fold = {"fold_seconds": 200.0, "train_seconds": 180.0, "train_rows": 570, "epochs_run": 4.0}
+    >>> measured_costs(fold, 4.0, 791, 4)
     (220.0, 274.8)
     """
-    ran = max(training["epochs_run"], 1e-9)
-    per_example_epoch = training["train_seconds"] / (training["train_rows"] * ran)
-    return (round(MEASURED_MARGIN * fold_seconds * max(1.0, epochs / ran), 1),
+    ran = max(fold["epochs_run"], 1e-9)
+    per_example_epoch = fold["train_seconds"] / (fold["train_rows"] * ran)
+    return (round(MEASURED_MARGIN * fold["fold_seconds"] * max(1.0, epochs / ran), 1),
             round(MEASURED_MARGIN * rows * refit_epochs * per_example_epoch, 1))
 
 
@@ -283,8 +285,8 @@ class TransformerCandidate:
         view = views[-1]
         for fold in range(wanted):
             if histories and math.isfinite(ctx.budget):  # does one more fold still fit beside the refit?
-                next_cost, refit_cost = measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs,
-                                                       len(ctx.records), refit_epochs(histories, epochs))
+                next_cost, refit_cost = measured_costs(histories[-1], epochs, len(ctx.records),
+                                                       refit_epochs(histories, epochs))
                 if ranks.shared(ctx.left() < next_cost + refit_cost):
                     note = join_notes(note, f"{fold} of {wanted} folds: the budget (a fold took "
                                             f"{histories[-1]['fold_seconds']:.0f}s, the refit needs ~{refit_cost:.0f}s)")
@@ -304,8 +306,7 @@ class TransformerCandidate:
         result.settings.update(view=view, epochs_max=epochs, refit_epochs=ranks.shared(refit_epochs(histories, epochs)),
                                fold_best_epochs=[best_epoch(h) for h in histories])
         if math.isfinite(ctx.budget):  # kept back from later candidates: the refit, timed from the last fold
-            ctx.reserved += measured_costs(histories[-1]["fold_seconds"], histories[-1], epochs, len(ctx.records),
-                                           result.settings["refit_epochs"])[1]
+            ctx.reserved += measured_costs(histories[-1], epochs, len(ctx.records), result.settings["refit_epochs"])[1]
 
     def _search_views(self, ctx: Context, cfg: TrainConfig, views: list[str], widest: tuple, wanted: int,
                       result: Result) -> tuple[str, np.ndarray, dict, str]:
@@ -313,7 +314,7 @@ class TransformerCandidate:
         training record, a note when the search was cut)."""
         training = widest[1]
         if math.isfinite(ctx.budget):
-            fold_cost, refit_cost = measured_costs(training["fold_seconds"], training, cfg.epochs, len(ctx.records),
+            fold_cost, refit_cost = measured_costs(training, cfg.epochs, len(ctx.records),
                                                    refit_epochs([training], cfg.epochs))
             if ranks.shared(ctx.left() < (wanted - 1 + len(views) - 1) * fold_cost + refit_cost):
                 return views[-1], *widest, (f"view {views[-1]}, the widest: {len(views)} views on a fold and "
@@ -323,8 +324,7 @@ class TransformerCandidate:
             ctx.say(f"{self.name}: view {view} on fold 1 of {ctx.folds.k} (up to {cfg.epochs:g} epochs)")
             tried[view] = self._fold(ctx, replace(cfg, view=view), 0)
         truth = [ctx.records[i].label for i in ctx.folds.held(0)]
-        scores = {v: kappa(truth, [ctx.scheme.classes[j] for j in tried[v][0].argmax(axis=1)], ctx.scheme.classes)
-                  for v in views}
+        scores = {v: kappa(truth, top_labels(tried[v][0], ctx.scheme.classes), ctx.scheme.classes) for v in views}
         view = ranks.shared(max(views, key=lambda v: scores[v]))  # a tie goes to the narrower view; rank 0 decides
         result.settings["view_search"] = {v: round(s, 4) for v, s in scores.items()}
         return view, *tried[view], ""
@@ -579,14 +579,14 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     rows = np.flatnonzero(np.logical_and.reduce([r.covered for r in trained]))
     truth = [records[i].label for i in rows]
     groups = [records[i].prompt_group for i in rows]
-    predicted = {r.candidate: [scheme.classes[j] for j in r.probs[rows].argmax(axis=1)] for r in trained}
+    predicted = {r.candidate: top_labels(r.probs[rows], scheme.classes) for r in trained}
     for r in trained:
         report = agreement(truth, predicted[r.candidate], scheme.classes, groups=groups, seed=config.seed)
         r.kappa, r.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
         if r.rows > len(rows):  # its own, larger out-of-fold set estimates it alone more precisely
             own = np.flatnonzero(r.covered)
-            alone = agreement([records[i].label for i in own], [scheme.classes[j] for j in r.probs[own].argmax(axis=1)],
-                              scheme.classes, n_boot=0)["kappa"]
+            alone = agreement([records[i].label for i in own], top_labels(r.probs[own], scheme.classes), scheme.classes,
+                              n_boot=0)["kappa"]
             r.note = join_notes(f"on all its {r.rows} rows: kappa {alone:.3f}", r.note)
     best = max(trained, key=lambda r: -math.inf if math.isnan(r.kappa) else r.kappa)
     for r in trained:
