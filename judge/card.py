@@ -81,7 +81,7 @@ def reproduce_commands(meta: dict, name: str) -> list[str]:
 
 
 def student_lines(meta: dict) -> list[str]:
-    """What the student is, by artifact kind (transformer, lexical, ensemble)."""
+    """What the student is, by artifact kind (transformer, lexical, probe, ensemble)."""
     kind, training, config = meta.get("kind"), meta.get("training", {}), meta.get("config", {})
     if kind == "transformer":
         backbone = meta.get("backbone", {})
@@ -99,6 +99,12 @@ def student_lines(meta: dict) -> list[str]:
     if kind == "lexical":
         return [f"- Lexical classifier (word 1-2-gram and character 2-5-gram TF-IDF, logistic regression) on view "
                 f"`{meta.get('view')}`: C={training.get('C')}, class weights {training.get('class_weight')}."]
+    if kind == "probe":
+        backbone, probe = meta.get("backbone", {}), meta.get("probe", {})
+        preset = PRESETS.get(backbone.get("name", ""))
+        return [f"- Probe on the frozen `{backbone.get('name', '?')}`" + (f" ({preset.note})" if preset else "")
+                + f": logistic regression (C={training.get('C')}) on the mean of its layer-{probe.get('layer')} hidden "
+                f"states, on view `{meta.get('view')}`, at most {meta.get('max_length')} tokens; no backbone weight was trained."]
     if kind == "ensemble":
         members = ", ".join(f"`{m['name']}` ({m['kind']})" for m in meta.get("members", []))
         how = (f"a weighted average of their probabilities (weights {meta['weights']})" if meta.get("weights") else

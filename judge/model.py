@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 BACKENDS = {
     "transformer": "judge.backends.transformer:TransformerJudge",
     "lexical": "judge.backends.lexical:LexicalJudge",
+    "probe": "judge.backends.probe:ProbeJudge",
     "ensemble": "judge.backends.ensemble:EnsembleJudge",
 }
 

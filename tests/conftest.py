@@ -9,13 +9,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from tests.tiny import make_tiny_bert, synthetic_rows, write_jsonl  # noqa: E402
+from tests.tiny import make_tiny_bert, make_tiny_llama, synthetic_rows, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     """Folder of a random 2-layer BERT with a tokenizer: a stand-in backbone for fast tests."""
     return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """Folder of a random 6-layer Llama: a decoder deep enough for the probe's layer search (2, 3, 4)."""
+    return str(make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), layers=6))
 
 
 @pytest.fixture(scope="session")

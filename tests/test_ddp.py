@@ -72,6 +72,7 @@ def test_judge_distill_under_two_gloo_processes_runs_the_portfolio_and_rank_0_wr
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                            "-m", "judge", "distill", str(labels), "--backbone", tiny_bert, "--budget", "1h",
                            "--set", "folds=2", "--set", "epochs=1", "--set", "max_length=48", "--set", "views=response,full",
+                           "--set", f"probe_backbone={tiny_bert}",
                            "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -80,6 +81,7 @@ def test_judge_distill_under_two_gloo_processes_runs_the_portfolio_and_rank_0_wr
     board = {row["candidate"]: row for row in meta["leaderboard"]}
     assert board["transformer-full"]["status"] == "trained" and board["transformer-full"]["design"] == "2-fold"
     assert set(board["transformer-full"]["settings"]["view_search"]) == {"response", "full"}
+    assert board["probe"]["status"] == "trained" and board["probe"]["design"] == "2-fold"
     assert meta["data"]["trained_on"] == 60 and not (tmp_path / "run" / "candidates").exists()
     records = read_records(labels).records
     assert len(Judge.load(tmp_path / "run").predict(records)) == len(records)

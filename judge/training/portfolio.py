@@ -8,12 +8,15 @@ The rules (docs/distill.md says the same):
   (`transformer_folds` caps them), early-stopping on a slice of each fold's own fitting rows, never
   on the held-out fold. Its first fold reads the widest view; the other views are tried on that fold
   only if, timed from it, they and all K folds still fit beside the refit.
+- **The probe** reads a frozen backbone: its features cost one forward pass over the rows, so it runs
+  all K folds whenever that pass fits the budget.
 - **Comparison.** Candidates are compared on the rows every one of them predicted out of fold, each with
   its paired kappa difference to the best and a 95% paired group-bootstrap interval.
 - **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
-  predictions (no member is retrained), so they run whenever two members did.
-- **Ties.** The best out-of-fold kappa wins, unless a cheaper student (lexical < transformer < ensemble)
-  is within `tie_margin` (0.01) of it. Not "the cheapest whose interval includes zero": on a thousand
+  predictions (no member is retrained), so they run whenever two members did; when a member ran only
+  some folds, a second pair combines the members that predicted every row.
+- **Ties.** The best out-of-fold kappa wins, unless a cheaper student (lexical < transformer, probe <
+  ensemble) is within `tie_margin` (0.01) of it. Not "the cheapest whose interval includes zero": on a thousand
   rows a paired interval is about +/-0.04 wide, so that rule would ship TF-IDF whenever the better
   student's lead is smaller than that, throwing away the expected gain to save scoring time.
 - **Every label in the shipped judge.** The winner is refitted on all those rows with the settings it
@@ -53,7 +56,7 @@ from judge.views import VIEWS
 log = logging.getLogger(__name__)
 ESTIMATE_MARGIN = 1.3  # Trainer overhead (evaluation, checkpoints) on top of the probed step time
 MEASURED_MARGIN = 1.1  # on top of what a fold that ran took: the next one's batches are not the same
-COST_RANK = {"lexical": 0, "transformer": 1, "ensemble": 2}  # scoring cost: what a tie is broken by
+COST_RANK = {"lexical": 0, "transformer": 1, "probe": 1, "ensemble": 2}  # scoring cost: what a tie is broken by
 
 
 def parse_budget(text: str | None) -> float:
@@ -363,14 +366,110 @@ def refit_epochs(histories: list[dict], epochs: float) -> int:
     return max(1, math.ceil(float(np.median(best)))) if best else max(1, math.ceil(epochs))
 
 
+class ProbeCandidate:
+    """A logistic regression on a frozen backbone's pooled hidden states (judge/backends/probe.py): the
+    backbone runs once over every row, so all K folds and the refit cost what one forward pass does."""
+
+    kind = "probe"
+
+    def __init__(self, name: str, backbone: str):
+        self.name, self.backbone = name, backbone
+        self.features: tuple[list[Record], np.ndarray] | None = None  # (the rows, the chosen features): for refit
+
+    def cross_validate(self, ctx: Context, result: Result) -> None:
+        from judge.backbones import local_backbone, resolve_backbone
+        from judge.backends.probe import Encoder, backbone_layers, searched_layers
+        from judge.training.probe import cross_validate_probe
+
+        ref = local_backbone(resolve_backbone(self.backbone))
+        layers = searched_layers(backbone_layers(ref))
+        encoder = Encoder(ref, max(layers), layers, ctx.config.probe_max_length)
+        views = distinct_views(ctx.records, search_views(ctx.config))
+        n = len(ctx.records)
+        seconds = ranks.shared(pass_seconds(encoder, ctx.records, views) if ranks.is_main() else None)
+        result.estimate_seconds = round(sum(seconds.values()), 1)
+        if ranks.shared(seconds[views[0]] > ctx.left()):
+            raise InputError(f"one pass over {n} rows needs ~{seconds[views[0]]:.0f}s; "
+                             f"{max(ctx.left(), 0):.0f}s of the budget left")
+        best, tried, search = None, [], []
+        for view in views:  # narrowest first: the response alone is what a mean over tokens reads least diluted
+            if tried and math.isfinite(ctx.budget) and ranks.shared(seconds[view] > ctx.left() / 3):
+                result.note = f"views {', '.join(tried)}: a pass over the {view} view needs ~{seconds[view]:.0f}s"
+                break
+            ctx.say(f"{self.name}: layers {layers} of {self.backbone} over {n} rows, view {view} (~{seconds[view]:.0f}s)")
+            features = encoder.features(ctx.records, view)
+            cv = cross_validate_probe(features, [r.label for r in ctx.records], ctx.folds, ctx.scheme.classes,
+                                      seed=ctx.config.seed, say=ctx.say)
+            tried.append(view)
+            search += [{"view": view, **trial} for trial in cv.search]
+            if best is None or cv.kappa > best[1].kappa:
+                best = (view, cv, features[cv.layer])
+        view, cv, chosen = best
+        self.features = (ctx.records, chosen)
+        result.probs, result.covered = cv.probs, np.ones(n, bool)
+        result.view, result.design = view, f"{ctx.folds.k}-fold"
+        result.settings = {"view": view, "layer": cv.layer, "depth": max(layers), "C": cv.C, "search": search,
+                           "backbone": {"name": self.backbone, "path": ref.path}}
+
+    def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
+        """The classifier on every row's features: those cross-validation computed, when the rows are the same."""
+        from judge.backbones import local_backbone, resolve_backbone
+        from judge.backends.probe import Encoder
+        from judge.training.probe import train_probe
+
+        s = result.settings
+        if self.features is not None and self.features[0] is records:
+            features = self.features[1]
+        else:
+            encoder = Encoder(local_backbone(resolve_backbone(self.backbone)), s["depth"], [s["layer"]],
+                              config.probe_max_length)
+            features = encoder.features(records, s["view"])[s["layer"]]
+        if not ranks.is_main():
+            return {}
+        info = train_probe(features, [r.label for r in records], out, C=s["C"], seed=config.seed)
+        meta = {"kind": "probe", "view": s["view"], "max_length": config.probe_max_length, "model_file": info["model_file"],
+                "backbone": {"name": self.backbone, "path": str(Path(s["backbone"]["path"]).resolve())},
+                "probe": {"layer": s["layer"], "depth": s["depth"], "pooling": "mean"},
+                "training": {"C": s["C"], "cv_search": s["search"]}}
+        write_meta(out, stamp(meta, self.name, scheme, config))
+        return meta
+
+
+def pass_seconds(encoder, records: list[Record], views: list[str], sample: int = 32) -> dict[str, float]:
+    """Seconds for one pass over `records` in each view: a seeded random batch of the first view timed (after
+    a warm-up), per padded token, times each view's real tokens (length-sorted batches pad little)."""
+    from judge.backends.transformer import encode
+
+    def lengths(rows, view):
+        return [len(ids) for ids in encode(encoder.tokenizer, rows, view, encoder.max_length, padding=False,
+                                           return_tensors=None)["input_ids"]]
+
+    rows = [records[i] for i in np.random.default_rng(0).permutation(len(records))[:sample]]
+    encoder.features(rows[:2], views[0])
+    started = time.perf_counter()
+    encoder.features(rows, views[0], batch_size=len(rows))
+    per_token = (time.perf_counter() - started) / (len(rows) * max(lengths(rows, views[0])))
+    return {view: MEASURED_MARGIN * per_token * sum(lengths(records, view)) for view in views}
+
+
 class EnsembleCandidate:
-    """A combiner over every member that ran (see judge/training/ensemble.py): `stack` or `blend`."""
+    """A combiner (judge/training/ensemble.py: `stack` or `blend`) over every member that ran, or with
+    `every_row` over those that predicted every row: a transformer the budget cut to some folds would
+    otherwise confine the combination of the others to those folds' rows."""
 
     kind = "ensemble"
 
-    def __init__(self, name: str = "stack", combiner: str = "stack"):
-        self.name, self.combiner = name, combiner
+    def __init__(self, name: str = "stack", combiner: str = "stack", every_row: bool = False):
+        self.name, self.combiner, self.every_row = name, combiner, every_row
         self.members: list[Result] = []
+
+    def members_from(self, results: list[Result]) -> list[Result] | None:
+        """Its members among `results`; None when `every_row` leaves the plain combiner's members, or fewer than two."""
+        trained = [r for r in results if r.status == "trained" and r.kind != "ensemble"]
+        if not self.every_row:
+            return trained
+        whole = [r for r in trained if r.covered.all()]
+        return whole if 2 <= len(whole) < len(trained) else None
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         from judge.training.ensemble import Blend, Stack, cross_fitted
@@ -419,10 +518,8 @@ class EnsembleCandidate:
 class Unavailable:
     """A candidate that cannot run here (its backbone package is missing); the leaderboard says why."""
 
-    kind = "transformer"
-
-    def __init__(self, name: str, reason: str):
-        self.name, self.reason = name, reason
+    def __init__(self, name: str, reason: str, kind: str = "transformer"):
+        self.name, self.reason, self.kind = name, reason, kind
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         raise InputError(self.reason)
@@ -480,27 +577,31 @@ COMBINERS = ("stack", "blend")
 def candidates_for(student: str, config: TrainConfig) -> list:
     """The candidates `student` names: auto = the `portfolio`'s; stack / blend / ensemble = the members, then it.
 
-    `default` and `quick` train one transformer: the configured backbone as a full fine-tune where it
-    runs unquantized (the CPU default: on a CPU a second transformer costs as much as the first and
-    earned nothing in our benchmarks), LoRA under 4-bit QLoRA. `wide` trains both, plus installed open
-    LMs on CUDA. Without the backbone's package the transformers are listed as skipped, with the install command.
+    Every portfolio has the lexical student and a probe on `probe_backbone` (unless "none"). `default`
+    and `quick` train one transformer: the configured backbone as a full fine-tune where it runs
+    unquantized (the CPU default: on a CPU a second transformer costs as much as the first and earned
+    nothing in our benchmarks), LoRA under 4-bit QLoRA. `wide` trains both, plus installed open LMs on
+    CUDA. A backbone whose package is missing is listed as skipped, with the install command.
     """
     label = config.backbone if config.backbone in PRESETS else "transformer"
     if config.portfolio not in PORTFOLIOS:
         raise InputError(f"unknown portfolio {config.portfolio!r}: choose one of {', '.join(PORTFOLIOS)}")
     combiners = [EnsembleCandidate(c, c) for c in COMBINERS]
+    if student == "auto":
+        combiners += [EnsembleCandidate(f"{c}-all-rows", c, every_row=True) for c in COMBINERS]
     if student in ("auto", "ensemble", *COMBINERS):
         missing = missing_backbone(config.backbone)
+        members = [LexicalCandidate(), *probe_candidates(config)]
         if missing:
             log.warning(missing)
-            members = [LexicalCandidate(), Unavailable(f"{label}-full", missing)]
+            members.append(Unavailable(f"{label}-full", missing))
         else:
             from judge.training.transformer import resolve_quant  # imports torch, peft: only where one trains
 
             unquantized = resolve_quant(config) == "none"
             finetunes = (FINETUNES if unquantized else ("lora",)) if config.portfolio == "wide" else (
                 ("full",) if unquantized else ("lora",))
-            members = [LexicalCandidate(), *(TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes)]
+            members += [TransformerCandidate(f"{label}-{f}", config.backbone, f) for f in finetunes]
             if config.portfolio == "wide" and _cuda():  # open LMs train in reasonable time only on a GPU
                 # only presets already on disk: hub presets download gigabytes, so they are asked for by name
                 members += [TransformerCandidate(f"{p}-lora", p, "lora") for p in PRESETS
@@ -510,6 +611,12 @@ def candidates_for(student: str, config: TrainConfig) -> list:
         return members + combiners
     if student == "lexical":
         return [LexicalCandidate()]
+    if student == "probe" or (student.endswith("-probe") and student.removesuffix("-probe") in PRESETS):
+        backbone = config.probe_backbone if student == "probe" else student.removesuffix("-probe")
+        missing = missing_backbone(backbone)
+        if missing:
+            raise InputError(missing)
+        return [ProbeCandidate(probe_name(backbone), backbone)]
     preset, _, finetune = student.rpartition("-")
     if student == "transformer" or (preset in (label, *PRESETS) and finetune in FINETUNES):
         backbone = config.backbone if student == "transformer" or preset == label else preset
@@ -519,8 +626,21 @@ def candidates_for(student: str, config: TrainConfig) -> list:
         if student == "transformer":  # named like auto names it on a preset (minilm-lora), else "transformer"
             return [TransformerCandidate(f"{label}-{config.finetune}" if label in PRESETS else "transformer")]
         return [TransformerCandidate(student, backbone, finetune)]
-    names = ["auto", "lexical", "transformer", "ensemble", *COMBINERS, *(f"{p}-{f}" for p in PRESETS for f in FINETUNES)]
+    names = ["auto", "lexical", "transformer", "probe", "ensemble", *COMBINERS,
+             *(f"{p}-{f}" for p in PRESETS for f in (*FINETUNES, "probe"))]
     raise InputError(f"unknown student {student!r}: choose one of {', '.join(names)}")
+
+
+def probe_candidates(config: TrainConfig) -> list:
+    """The portfolio's probe on `probe_backbone`: none if "none", skipped with the install command if missing."""
+    if config.probe_backbone == "none":
+        return []
+    name, missing = probe_name(config.probe_backbone), missing_backbone(config.probe_backbone)
+    return [Unavailable(name, missing, kind="probe") if missing else ProbeCandidate(name, config.probe_backbone)]
+
+
+def probe_name(backbone: str) -> str:
+    return f"{backbone}-probe" if backbone in PRESETS else "probe"
 
 
 @dataclass
@@ -549,10 +669,13 @@ def run_portfolio(records: list[Record], scheme: Scheme, config: TrainConfig, wo
     ctx = Context(records, folds, scheme, config, Path(work_dir), budget, progress=progress)
     results: list[Result] = []
     for number, candidate in enumerate(candidates, 1):
+        if isinstance(candidate, EnsembleCandidate):
+            members = candidate.members_from(results)
+            if members is None:  # nothing its plain combiner does not already compare
+                continue
+            candidate.members = members
         result = Result(candidate.name, candidate.kind, source=candidate, note=folds.note if number == 1 else "")
         results.append(result)
-        if isinstance(candidate, EnsembleCandidate):
-            candidate.members = [r for r in results if r.status == "trained" and r.kind != "ensemble"]
         ctx.say(f"[{number}/{len(candidates)}] {candidate.name}")
         t0 = time.perf_counter()
         try:
