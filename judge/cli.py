@@ -81,7 +81,7 @@ def distill(
     epochs: Annotated[Optional[float], typer.Option(help="Training epochs (early stopping may end sooner).")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Tokens the student reads per response.")] = None,
     view: Annotated[Optional[str], typer.Option(help="Input view: response, question, image, full (default: searched).")] = None,
-    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio by grouped CV), lexical, transformer, PRESET-lora, PRESET-full, stack, blend or ensemble.")] = None,
+    student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio by grouped CV), lexical, transformer, PRESET-lora, PRESET-full, probe, PRESET-probe, stack, blend or ensemble.")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto (cross-validation and refit), e.g. 90s, 15m, 1h, none.")] = None,
     portfolio: Annotated[Optional[str], typer.Option(help="Candidates for --student auto: default, quick (the demo: 3 folds, 2 epochs, 64 tokens, 100s) or wide (+ LoRA).")] = None,
     holdout: Annotated[Optional[float], typer.Option(help="Keep this share of prompt groups as an untouched test split (default 0: every label trains the judge).")] = None,

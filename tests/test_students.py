@@ -132,6 +132,31 @@ def test_a_cheaper_student_within_the_tie_margin_wins_and_a_wider_gap_does_not(t
     assert lexical.delta < -0.1 and lexical.delta_ci[1] < 0 and lexical.delta_ci[0] <= lexical.delta
 
 
+def test_a_candidate_cut_to_some_folds_is_compared_on_its_own_rows_and_never_shrinks_the_others(tmp_path):
+    dataset = _dataset(tmp_path, n=300)
+    records, scheme = dataset.labelled, dataset.scheme
+    labels = [r.label for r in records]
+    config = TrainConfig.resolve(overrides={"tie_margin": 0.01})
+
+    def cut(result, rows):  # predicted only `rows` (one fold's worth), as a transformer the budget stopped
+        result.covered = np.zeros(len(labels), bool)
+        result.covered[rows] = True
+        result.rows = len(rows)
+        return result
+
+    # the probe is better on all 300 rows; the cut transformer, on its 60, is no better than the probe there
+    probe, lexical = _result("probe", "probe", labels, set(range(0, 300, 5))), _result("lexical", "lexical", labels,
+                                                                                       set(range(0, 300, 3)))
+    bad = cut(_result("minilm", "transformer", labels, set(range(0, 60, 5))), list(range(60)))
+    winner, compared, _ = choose([lexical, probe, bad], records, scheme, config)
+    assert winner.candidate == "probe" and compared == 300 and lexical.rows == 300
+    assert bad.delta == pytest.approx(0.0) and "against probe on its 60 rows" in bad.note
+    # leading the full-coverage choice on its own rows by more than the margin, it wins
+    good = cut(_result("minilm", "transformer", labels, set()), list(range(60)))
+    winner, _, _ = choose([lexical, probe, good], records, scheme, config)
+    assert winner.candidate == "minilm" and good.delta > 0.1
+
+
 def test_paired_interval_is_narrower_than_the_difference_of_separate_ones():
     rng = np.random.default_rng(0)
     truth = list(rng.choice(["a", "b"], 400))

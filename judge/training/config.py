@@ -27,7 +27,8 @@ class TrainConfig:
     # what the student reads
     backbone: str = "minilm"
     probe_backbone: str = "smollm2-135m"  # a frozen backbone the probe student reads (a preset, folder or .gguf); none
-    # the probe reads further than the transformers: one pass, no training (GPTFuzz: kappa 0.865 at 256, 0.80 at 128)
+    # the probe reads further than the transformers: one pass, no training (a prototype on GPTFuzz's 1,500 rows,
+    # the response alone: out-of-fold kappa 0.865 at 256 tokens, 0.80 at 128)
     probe_max_length: int = 256
     view: str = "full"
     max_length: int = 128

@@ -10,8 +10,9 @@ The rules (docs/distill.md says the same):
   only if, timed from it, they and all K folds still fit beside the refit.
 - **The probe** reads a frozen backbone: its features cost one forward pass over the rows, so it runs
   all K folds whenever that pass fits the budget.
-- **Comparison.** Candidates are compared on the rows every one of them predicted out of fold, each with
-  its paired kappa difference to the best and a 95% paired group-bootstrap interval.
+- **Comparison.** Candidates that predicted every row are compared on all of them, each with its paired
+  kappa difference to the best and a 95% paired group-bootstrap interval; one that predicted only some
+  folds, on its own rows against the choice among those (see `choose`).
 - **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
   predictions (no member is retrained), so they run whenever two members did; when a member ran only
   some folds, a second pair combines the members that predicted every row.
@@ -115,9 +116,9 @@ class Result:
     view: str | None = None
     design: str | None = None
     rows: int | None = None
-    kappa: float | None = None  # on the rows every candidate predicted (the comparison rows)
+    kappa: float | None = None  # on every row, or (a candidate cut to some folds) on its own rows
     kappa_ci: tuple[float, float] | None = None
-    delta: float | None = None  # kappa - the best's kappa, paired on the comparison rows
+    delta: float | None = None  # kappa - the best's (a cut candidate: the full-coverage choice's), paired on the same rows
     delta_ci: tuple[float, float] | None = None
     seconds: float | None = None
     estimate_seconds: float | None = None
@@ -698,27 +699,39 @@ def run_portfolio(records: list[Record], scheme: Scheme, config: TrainConfig, wo
 
 
 def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) -> tuple[Result, int, bool]:
-    """Score everyone on the rows all of them predicted; the best wins unless a cheaper one is within tie_margin."""
-    rows = np.flatnonzero(np.logical_and.reduce([r.covered for r in trained]))
-    truth = [records[i].label for i in rows]
-    groups = [records[i].prompt_group for i in rows]
-    predicted = {r.candidate: top_labels(r.probs[rows], scheme.classes) for r in trained}
-    for r in trained:
-        report = agreement(truth, predicted[r.candidate], scheme.classes, groups=groups, seed=config.seed)
-        r.kappa, r.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
-        if r.rows > len(rows):  # its own, larger out-of-fold set estimates it alone more precisely
-            own = np.flatnonzero(r.covered)
-            alone = agreement([records[i].label for i in own], top_labels(r.probs[own], scheme.classes), scheme.classes,
-                              n_boot=0)["kappa"]
-            r.note = join_notes(f"on all its {r.rows} rows: kappa {alone:.3f}", r.note)
-    best = max(trained, key=lambda r: -math.inf if math.isnan(r.kappa) else r.kappa)
-    for r in trained:
-        delta, ci = paired_kappa_difference(truth, predicted[r.candidate], predicted[best.candidate], scheme.classes,
-                                            groups, seed=config.seed)
-        r.delta, r.delta_ci = round(delta, 4), tuple(round(x, 4) for x in ci)
-    near = [r for r in trained if r.kappa >= best.kappa - config.tie_margin]
+    """(winner, rows compared, resolved). The candidates that predicted every row are scored on all of them:
+    the best wins unless a cheaper one is within tie_margin. One that predicted only some folds (a transformer
+    the budget cut, an ensemble with it) is scored on its own rows against that choice, and replaces it only by
+    leading there by more than tie_margin: a candidate cut to one fold never shrinks the others' comparison."""
+    full = [r for r in trained if r.covered.all()] or trained  # the lexical student always predicts every row
+    rows = np.flatnonzero(np.logical_and.reduce([r.covered for r in full]))
+    classes = scheme.classes
+
+    def score(result: Result, on: np.ndarray, against: Result) -> None:
+        truth, groups = [records[i].label for i in on], [records[i].prompt_group for i in on]
+        mine, theirs = top_labels(result.probs[on], classes), top_labels(against.probs[on], classes)
+        report = agreement(truth, mine, classes, groups=groups, seed=config.seed)
+        result.kappa, result.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
+        delta, ci = paired_kappa_difference(truth, mine, theirs, classes, groups, seed=config.seed)
+        result.delta, result.delta_ci = round(delta, 4), tuple(round(x, 4) for x in ci)
+
+    for r in full:
+        score(r, rows, r)
+    best = max(full, key=lambda r: -math.inf if math.isnan(r.kappa) else r.kappa)
+    for r in full:
+        score(r, rows, best)
+    near = [r for r in full if r.kappa >= best.kappa - config.tie_margin]
     winner = min(near, key=lambda r: (COST_RANK[r.kind], -r.kappa))
-    resolved = None if len(trained) == 1 else all(r is best or r.delta_ci[1] < 0 for r in trained)
+    partial = [r for r in trained if r not in full]
+    for r in partial:
+        score(r, np.flatnonzero(r.covered), winner)
+        r.note = join_notes(f"- best: against {winner.candidate} on its {r.rows} rows", r.note)
+    challengers = [r for r in partial if r.delta > config.tie_margin]
+    if challengers:
+        winner = max(challengers, key=lambda r: r.delta)
+    resolved = None if len(trained) == 1 else (
+        all(r is best or r.delta_ci[1] < 0 for r in full) and all(r is winner or r.delta_ci[1] < 0 for r in partial)
+        and (winner in full or winner.delta_ci[0] > 0))
     return winner, len(rows), resolved
 
 
@@ -747,5 +760,6 @@ def selection_title(report: dict) -> str:
                "every other candidate's paired interval is below zero" if s["resolved"] else
                "not resolved at 95%: some paired intervals include zero")
     return (f"grouped {s['folds']}-fold CV on {report['trained_on']} rows, out-of-fold; compared on the "
-            f"{s['compared_rows']} rows every candidate predicted; - best is paired, group bootstrap; {verdict}; "
+            f"{s['compared_rows']} rows every full-coverage candidate predicted; - best is paired, group bootstrap; "
+            f"{verdict}; "
             f"tie rule: a cheaper student within {s['tie_margin']} kappa of the best wins")
