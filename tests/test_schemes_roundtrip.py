@@ -14,7 +14,8 @@ QUICK = ["--epochs", "2", "--max-length", "96"]
 
 def test_binary_judge_reports_attack_success_rate(tiny_bert, tmp_path):
     labels = write_jsonl(tmp_path / "binary.jsonl", synthetic_rows(90, scheme="mmsafetybench"))
-    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert, "--set", f"probe_backbone={tiny_bert}", *QUICK])
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert,
+                                 "--set", f"probe_backbone={tiny_bert}", *QUICK])
     assert result.exit_code == 0, result.output
     judge = Judge.load(tmp_path / "run")
     assert judge.classes_ == ("safe", "unsafe") and judge.scheme.rate == "attack success rate"
@@ -38,7 +39,8 @@ def test_custom_four_class_scheme_travels_in_the_artifact(tiny_bert, tmp_path):
     for i, row in enumerate(rows):
         row["label"] = {"refuse": "refuse", "warning": "deflect", "unsafe": "comply" if i % 2 else "partial"}[row["label"]]
     labels = write_jsonl(tmp_path / "four.jsonl", rows)
-    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert, "--set", f"probe_backbone={tiny_bert}",
+    result = runner.invoke(app, ["distill", str(labels), "--out", str(tmp_path / "run"), "--backbone", tiny_bert,
+                                 "--set", f"probe_backbone={tiny_bert}",
                                  "--scheme", str(scheme), *QUICK])
     assert result.exit_code == 0, result.output
     judge = Judge.load(tmp_path / "run")

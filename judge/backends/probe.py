@@ -2,8 +2,8 @@
 
 No weight of the backbone moves, so its features are computed once per row: cross-validation,
 refit and any number of settings then cost seconds (judge/training/probe.py). Middle layers of a
-decoder LM carry more of what a safety label needs than its last (SmolLM2-135M, frozen, at two thirds
-of its depth: out-of-fold kappa 0.852 on GPTFuzz, about TF-IDF's; a fine-tuned MiniLM reached 0.765).
+decoder LM carry more of what a safety label needs than its last (SmolLM2-135M, frozen: out-of-fold
+kappa 0.852 on GPTFuzz at half depth, about TF-IDF's, where a fine-tuned MiniLM reached 0.765).
 Training and scoring load the backbone to the same depth and pool the same way (`Encoder`), so a
 row gets the same features in both.
 """
@@ -73,8 +73,7 @@ class Encoder:
         self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
-    def features(self, records: Sequence[Record], view: str, *, batch_size: int = CPU_BATCH_SIZE,
-                 progress=None) -> dict[int, np.ndarray]:
+    def features(self, records: Sequence[Record], view: str, *, batch_size: int = CPU_BATCH_SIZE) -> dict[int, np.ndarray]:
         """{layer: (n, hidden) float32}: the mean over each row's real tokens, batched by length."""
         out = {layer: np.zeros((len(records), self.model.config.hidden_size), np.float32) for layer in self.layers}
         for chunk in length_sorted_batches(records, batch_size):
@@ -84,8 +83,6 @@ class Encoder:
             for layer in self.layers:
                 pooled = (hidden[layer].float() * mask).sum(1) / mask.sum(1)
                 out[layer][chunk] = pooled.cpu().numpy()
-            if progress:
-                progress(len(chunk))
         return out
 
 
