@@ -104,10 +104,15 @@ def encode(tokenizer, records: Sequence[Record], view: str, max_length: int, *, 
     return tokenizer.pad(features, padding=padding, return_tensors=return_tensors)
 
 
+def token_lengths(tokenizer, records: Sequence[Record], view: str, max_length: int) -> list[int]:
+    """Each record's token count, cut at `max_length` as `encode` cuts it."""
+    return [len(ids) for ids in encode(tokenizer, records, view, max_length, padding=False,
+                                       return_tensors=None)["input_ids"]]
+
+
 def count_truncated(tokenizer, records: Sequence[Record], view: str, max_length: int) -> int:
     """How many records do not fit in `max_length` tokens (the report says so)."""
-    full = encode(tokenizer, records, view, max_length=10**6, padding=False, return_tensors=None)
-    return sum(len(ids) > max_length for ids in full["input_ids"])
+    return sum(n > max_length for n in token_lengths(tokenizer, records, view, max_length=10**6))
 
 
 def artifact_backbone(backbone: dict) -> BackboneRef:

@@ -418,6 +418,8 @@ class ProbeCandidate:
         from judge.backends.probe import Encoder
         from judge.training.probe import train_probe
 
+        if not ranks.is_main():  # nothing to train together: rank 0 fits and writes it
+            return {}
         s = result.settings
         if self.features is not None and self.features[0] is records:
             features = self.features[1]
@@ -425,8 +427,6 @@ class ProbeCandidate:
             encoder = Encoder(local_backbone(resolve_backbone(self.backbone)), s["depth"], [s["layer"]],
                               config.probe_max_length)
             features = encoder.features(records, s["view"])[s["layer"]]
-        if not ranks.is_main():
-            return {}
         info = train_probe(features, [r.label for r in records], out, C=s["C"], seed=config.seed)
         meta = {"kind": "probe", "view": s["view"], "max_length": config.probe_max_length, "model_file": info["model_file"],
                 "backbone": {"name": self.backbone, "path": str(Path(s["backbone"]["path"]).resolve())},
@@ -439,18 +439,16 @@ class ProbeCandidate:
 def pass_seconds(encoder, records: list[Record], views: list[str], sample: int = 32) -> dict[str, float]:
     """Seconds for one pass over `records` in each view: a seeded random batch of the first view timed (after
     a warm-up), per padded token, times each view's real tokens (length-sorted batches pad little)."""
-    from judge.backends.transformer import encode
-
-    def lengths(rows, view):
-        return [len(ids) for ids in encode(encoder.tokenizer, rows, view, encoder.max_length, padding=False,
-                                           return_tensors=None)["input_ids"]]
+    from judge.backends.transformer import token_lengths
 
     rows = [records[i] for i in np.random.default_rng(0).permutation(len(records))[:sample]]
     encoder.features(rows[:2], views[0])
     started = time.perf_counter()
     encoder.features(rows, views[0], batch_size=len(rows))
-    per_token = (time.perf_counter() - started) / (len(rows) * max(lengths(rows, views[0])))
-    return {view: MEASURED_MARGIN * per_token * sum(lengths(records, view)) for view in views}
+    padded = len(rows) * max(token_lengths(encoder.tokenizer, rows, views[0], encoder.max_length))
+    per_token = (time.perf_counter() - started) / padded
+    return {view: MEASURED_MARGIN * per_token * sum(token_lengths(encoder.tokenizer, records, view, encoder.max_length))
+            for view in views}
 
 
 class EnsembleCandidate:
@@ -541,7 +539,7 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
     from peft import get_peft_model
 
     from judge.backbones import local_backbone, resolve_backbone
-    from judge.backends.transformer import encode, load_classifier, load_tokenizer
+    from judge.backends.transformer import encode, load_classifier, load_tokenizer, token_lengths
     from judge.training.transformer import lora_config, resolve_precision, resolve_quant
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -565,8 +563,8 @@ def probe_train_speed(config: TrainConfig, records, num_labels: int, steps: int 
         optimizer.step()
         optimizer.zero_grad()
         elapsed += (time.perf_counter() - started) if step else 0.0
-    lengths = encode(tokenizer, records, config.view, config.max_length, padding=False, return_tensors=None)["input_ids"]
-    mean_tokens = sum(map(len, lengths)) / len(lengths)
+    lengths = token_lengths(tokenizer, records, config.view, config.max_length)
+    mean_tokens = sum(lengths) / len(lengths)
     return steps * batch["input_ids"].numel() / elapsed / mean_tokens
 
 
@@ -707,24 +705,32 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     rows = np.flatnonzero(np.logical_and.reduce([r.covered for r in full]))
     classes = scheme.classes
 
-    def score(result: Result, on: np.ndarray, against: Result) -> None:
-        truth, groups = [records[i].label for i in on], [records[i].prompt_group for i in on]
-        mine, theirs = top_labels(result.probs[on], classes), top_labels(against.probs[on], classes)
-        report = agreement(truth, mine, classes, groups=groups, seed=config.seed)
+    def truth(on):
+        return [records[i].label for i in on], [records[i].prompt_group for i in on]
+
+    def rate(result: Result, on: np.ndarray) -> None:
+        labels, groups = truth(on)
+        report = agreement(labels, top_labels(result.probs[on], classes), classes, groups=groups, seed=config.seed)
         result.kappa, result.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
-        delta, ci = paired_kappa_difference(truth, mine, theirs, classes, groups, seed=config.seed)
+
+    def compare(result: Result, on: np.ndarray, against: Result) -> None:
+        labels, groups = truth(on)
+        delta, ci = paired_kappa_difference(labels, top_labels(result.probs[on], classes),
+                                            top_labels(against.probs[on], classes), classes, groups, seed=config.seed)
         result.delta, result.delta_ci = round(delta, 4), tuple(round(x, 4) for x in ci)
 
     for r in full:
-        score(r, rows, r)
+        rate(r, rows)
     best = max(full, key=lambda r: -math.inf if math.isnan(r.kappa) else r.kappa)
     for r in full:
-        score(r, rows, best)
+        compare(r, rows, best)
     near = [r for r in full if r.kappa >= best.kappa - config.tie_margin]
     winner = min(near, key=lambda r: (COST_RANK[r.kind], -r.kappa))
     partial = [r for r in trained if r not in full]
     for r in partial:
-        score(r, np.flatnonzero(r.covered), winner)
+        own = np.flatnonzero(r.covered)
+        rate(r, own)
+        compare(r, own, winner)
         r.note = join_notes(f"- best: against {winner.candidate} on its {r.rows} rows", r.note)
     challengers = [r for r in partial if r.delta > config.tie_margin]
     if challengers:
