@@ -4,6 +4,7 @@ every label, rare classes and a missing backbone."""
 import json
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from judge.training.config import TrainConfig
 from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
-from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, ProbeCandidate, Result,
+from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, PassCosts, ProbeCandidate, Result,
                                       TransformerCandidate, choose, fit_to_budget, measured_costs, parse_budget,
                                       refit_epochs, run_portfolio)
 from judge.views import render_text
@@ -230,6 +231,42 @@ def test_budget_skips_a_transformer_that_does_not_fit_and_says_why(tiny_bert, tm
     assert (parse_budget("90s"), parse_budget("15m"), parse_budget("1h"), parse_budget("none")) == (90, 900, 3600, math.inf)
     with pytest.raises(InputError, match="budget"):
         parse_budget("ten minutes")
+
+
+def test_a_probe_whose_pass_does_not_fit_reads_fewer_tokens_and_scores_as_it_was_trained(tiny_llama, tmp_path,
+                                                                                        monkeypatch):
+    rows = synthetic_rows(60)
+    for row in rows:  # ~150 tokens each: a pass at 128 tokens costs twice one at 64
+        row["response"] += " number" * 150
+    dataset = read_records(write_jsonl(tmp_path / "long.jsonl", rows))
+    records = dataset.labelled
+    timed = PassCosts.timed.__func__
+    # the real token counts, at a fixed 0.01 s per token: a pass over 60 rows costs 1.1 * 0.01 * 60 * tokens read
+    monkeypatch.setattr(PassCosts, "timed", classmethod(lambda cls, *a, **kw: replace(timed(cls, *a, **kw), per_token=0.01)))
+    config = TrainConfig.resolve(overrides={"probe_max_length": 128, "views": "response", "folds": 3})
+
+    def run(budget):
+        ctx = Context(records, grouped_folds(records, 3), dataset.scheme, config, tmp_path, budget=budget)
+        candidate, result = ProbeCandidate("probe", tiny_llama), Result("probe", "probe")
+        candidate.cross_validate(ctx, result)
+        return candidate, result
+
+    candidate, result = run(60.0)  # 128 tokens need ~84 s; 64 need ~42 s
+    assert result.settings["max_length"] == 64 and result.design == "3-fold"
+    assert result.note.startswith("64 tokens, not probe_max_length 128: a pass at 128 needs ~84s")
+    meta = candidate.refit(records, dataset.scheme, config, result, tmp_path / "judge")
+    assert meta["max_length"] == 64  # the artifact scores at the length it was trained at
+    judge = Judge.load(tmp_path / "judge", dtype="float32")
+    encoder = Encoder(BackboneRef("tiny", tiny_llama), result.settings["depth"], [result.settings["layer"]], 64,
+                      dtype=torch.float32)
+    features = encoder.features(records, "response")[result.settings["layer"]]
+    expected = np.exp(aligned_log_proba(load_estimator(tmp_path / "judge" / MODEL_FILE), features, dataset.scheme.classes))
+    np.testing.assert_allclose(judge.predict_proba(records), expected, atol=1e-5)
+
+    unlimited = run(math.inf)[1]
+    assert unlimited.settings["max_length"] == 128 and unlimited.note == ""
+    with pytest.raises(InputError, match=r"one pass over 60 rows needs ~84s at 128 tokens, ~42s at 64; \d+s of the budget"):
+        run(30.0)
 
 
 def test_combiners_learn_only_from_rows_their_inner_fold_did_not_fit(tmp_path):

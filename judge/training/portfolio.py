@@ -384,18 +384,28 @@ class ProbeCandidate:
 
         ref = local_backbone(resolve_backbone(self.backbone))
         layers = searched_layers(backbone_layers(ref))
-        encoder = Encoder(ref, max(layers), layers, ctx.config.probe_max_length)
+        longest = ctx.config.probe_max_length
+        encoder = Encoder(ref, max(layers), layers, longest)
         views = distinct_views(ctx.records, search_views(ctx.config))
         n = len(ctx.records)
-        seconds = ranks.shared(pass_seconds(encoder, ctx.records, views) if ranks.is_main() else None)
+        costs = ranks.shared(PassCosts.timed(encoder, ctx.records, views) if ranks.is_main() else None)
+        length = ranks.shared(affordable_length(longest, lambda tokens: costs.seconds(views[0], tokens), ctx.left()))
+        seconds = {view: costs.seconds(view, length or longest) for view in views}
         result.estimate_seconds = round(sum(seconds.values()), 1)
-        if ranks.shared(seconds[views[0]] > ctx.left()):
-            raise InputError(f"one pass over {n} rows needs ~{seconds[views[0]]:.0f}s; "
+        if length is None:
+            shortest = shortest_length(longest)
+            at_shortest = f", ~{costs.seconds(views[0], shortest):.0f}s at {shortest}" if shortest < longest else ""
+            raise InputError(f"one pass over {n} rows needs ~{seconds[views[0]]:.0f}s at {longest} tokens{at_shortest}; "
                              f"{max(ctx.left(), 0):.0f}s of the budget left")
+        if length < longest:  # a shorter read beats no probe: the pass costs in proportion to the tokens read
+            encoder.max_length = length
+            result.note = (f"{length} tokens, not probe_max_length {longest}: a pass at {longest} needs "
+                           f"~{costs.seconds(views[0], longest):.0f}s, {max(ctx.left(), 0):.0f}s of the budget left")
         best, tried, search = None, [], []
         for view in views:  # narrowest first: the response alone is what a mean over tokens reads least diluted
             if tried and math.isfinite(ctx.budget) and ranks.shared(seconds[view] > ctx.left() / 3):
-                result.note = f"views {', '.join(tried)}: a pass over the {view} view needs ~{seconds[view]:.0f}s"
+                result.note = join_notes(result.note, f"views {', '.join(tried)}: a pass over the {view} view needs "
+                                                      f"~{seconds[view]:.0f}s")
                 break
             ctx.say(f"{self.name}: layers {layers} of {self.backbone} over {n} rows, view {view} (~{seconds[view]:.0f}s)")
             features = encoder.features(ctx.records, view)
@@ -409,8 +419,8 @@ class ProbeCandidate:
         self.features = (ctx.records, chosen)
         result.probs, result.covered = cv.probs, np.ones(n, bool)
         result.view, result.design = view, f"{ctx.folds.k}-fold"
-        result.settings = {"view": view, "layer": cv.layer, "depth": max(layers), "C": cv.C, "search": search,
-                           "backbone": {"name": self.backbone, "path": ref.path}}
+        result.settings = {"view": view, "layer": cv.layer, "depth": max(layers), "max_length": length, "C": cv.C,
+                           "search": search, "backbone": {"name": self.backbone, "path": ref.path}}
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
         """The classifier on every row's features: those cross-validation computed, when the rows are the same."""
@@ -425,10 +435,10 @@ class ProbeCandidate:
             features = self.features[1]
         else:
             encoder = Encoder(local_backbone(resolve_backbone(self.backbone)), s["depth"], [s["layer"]],
-                              config.probe_max_length)
+                              s["max_length"])
             features = encoder.features(records, s["view"])[s["layer"]]
         info = train_probe(features, [r.label for r in records], out, C=s["C"], seed=config.seed)
-        meta = {"kind": "probe", "view": s["view"], "max_length": config.probe_max_length, "model_file": info["model_file"],
+        meta = {"kind": "probe", "view": s["view"], "max_length": s["max_length"], "model_file": info["model_file"],
                 "backbone": {"name": self.backbone, "path": str(Path(s["backbone"]["path"]).resolve())},
                 "probe": {"layer": s["layer"], "depth": s["depth"], "pooling": "mean"},
                 "training": {"C": s["C"], "cv_search": s["search"]}}
@@ -436,19 +446,59 @@ class ProbeCandidate:
         return meta
 
 
-def pass_seconds(encoder, records: list[Record], views: list[str], sample: int = 32) -> dict[str, float]:
-    """Seconds for one pass over `records` in each view: a seeded random batch of the first view timed (after
-    a warm-up), per padded token, times each view's real tokens (length-sorted batches pad little)."""
-    from judge.backends.transformer import token_lengths
+@dataclass
+class PassCosts:
+    """What one forward pass of a frozen backbone costs: seconds per token, and every row's untruncated token
+    count in each view, so a pass at any length is priced without tokenizing again."""
 
-    rows = [records[i] for i in np.random.default_rng(0).permutation(len(records))[:sample]]
-    encoder.features(rows[:2], views[0])
-    started = time.perf_counter()
-    encoder.features(rows, views[0], batch_size=len(rows))
-    padded = len(rows) * max(token_lengths(encoder.tokenizer, rows, views[0], encoder.max_length))
-    per_token = (time.perf_counter() - started) / padded
-    return {view: MEASURED_MARGIN * per_token * sum(token_lengths(encoder.tokenizer, records, view, encoder.max_length))
-            for view in views}
+    per_token: float
+    lengths: dict[str, list[int]]
+
+    @classmethod
+    def timed(cls, encoder, records: list[Record], views: list[str], sample: int = 32) -> PassCosts:
+        """A seeded random batch of the first view timed (after a warm-up) per padded token; length-sorted
+        batches pad little, so a pass costs about that per real token."""
+        from judge.backends.transformer import token_lengths
+
+        rows = [records[i] for i in np.random.default_rng(0).permutation(len(records))[:sample]]
+        encoder.features(rows[:2], views[0])
+        started = time.perf_counter()
+        encoder.features(rows, views[0], batch_size=len(rows))
+        padded = len(rows) * max(token_lengths(encoder.tokenizer, rows, views[0], encoder.max_length))
+        return cls((time.perf_counter() - started) / padded,
+                   {view: token_lengths(encoder.tokenizer, records, view, max_length=10**6) for view in views})
+
+    def seconds(self, view: str, max_length: int) -> float:
+        """A pass over every row in `view`, each cut at `max_length` tokens (as `encode` cuts a pair: in total)."""
+        return MEASURED_MARGIN * self.per_token * sum(min(n, max_length) for n in self.lengths[view])
+
+
+PROBE_MIN_LENGTH = 64  # the shortest read a probe is cut to for the budget: the demo's length
+
+
+def shortest_length(longest: int) -> int:
+    """The last of `longest`, `longest` / 2, ... that is not below PROBE_MIN_LENGTH (`longest` itself if it is)."""
+    length = longest
+    while length // 2 >= PROBE_MIN_LENGTH:
+        length //= 2
+    return length
+
+
+def affordable_length(longest: int, seconds_at, left: float) -> int | None:
+    """The longest of `longest`, `longest` / 2, ... down to `shortest_length` whose pass (`seconds_at(tokens)`)
+    fits in `left` seconds; None if not even the shortest does.
+
+    >>> affordable_length(256, lambda tokens: 2.0 * tokens, 600), affordable_length(256, lambda tokens: 2.0 * tokens, 300)
+    (256, 128)
+    >>> affordable_length(256, lambda tokens: 2.0 * tokens, 100), affordable_length(48, lambda tokens: 2.0 * tokens, 90)
+    (None, None)
+    """
+    length = longest
+    while seconds_at(length) > left:
+        if length == shortest_length(longest):
+            return None
+        length //= 2
+    return length
 
 
 class EnsembleCandidate:
