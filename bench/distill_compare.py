@@ -1,7 +1,9 @@
 """Old vs new `judge distill` on real teacher labels, judged on the same untouched prompt groups.
 
-For each data set, 20% of the prompt groups (seeded, label-stratified) are set aside as the test
-split; every design gets the other 80% as its labelled file, exactly as a user would pass it:
+The data sets: XSTest (989 GPT-4 labels), GPTFuzz at 15 responses per question (1,500 human labels)
+and `gptfuzz-2000` at 25 (2,500: each design distils from 2,000, the issue's setting). For each,
+20% of the prompt groups (seeded, label-stratified) are set aside as the test split; every design
+gets the other 80% as its labelled file, exactly as a user would pass it:
 
 - **new**: this tree's `distill` with its defaults (grouped 5-fold CV, refit on every row, 15m budget);
 - **old**: the design at commit a9b8fd0 (70/10/20 split of what it is given, best validation kappa,
@@ -53,7 +55,9 @@ json.dump({"student": report["student"], "labels": [p.label for p in Judge.load(
 """
 
 DATA = {"xstest": (xstest_gpt4_rows, "XSTest v2 unsafe prompts, GPT-4 labels"),
-        "gptfuzz": (lambda: gptfuzz_rows(per_group=15), "GPTFuzz, human binary labels, 15 responses per question")}
+        "gptfuzz": (lambda: gptfuzz_rows(per_group=15), "GPTFuzz, human binary labels, 15 responses per question"),
+        # the issue's setting: 2,000 labels to distil from (and 500 to test on)
+        "gptfuzz-2000": (lambda: gptfuzz_rows(per_group=25), "GPTFuzz, human binary labels, 25 responses per question")}
 
 
 def line(name: str, test, predicted, baseline, scheme, seconds: float | None, student: str) -> str:
