@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scipy.stats import kendalltau
-
-from judge.metrics import agreement, group_by, rates
+from judge.metrics import agreement, bootstrap_rate_errors, group_by, rates
 from judge.records import Record
 from judge.schemes import Scheme
 
@@ -28,21 +26,30 @@ def rate_summary(records: Sequence[Record], labels: Sequence[str], scheme: Schem
     return summary
 
 
-def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme, field: str = "model") -> dict:
-    """Per response model: teacher and student rates side by side, the absolute error, and Kendall's tau
-    between the two rankings of models. This is the table a user pastes into a paper."""
+def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme, field: str = "model", *,
+                   seed: int = 0) -> dict:
+    """Per response model: teacher and student rates side by side, the student's error (student - teacher)
+    with a paired 95% bootstrap interval over prompt groups, and Kendall's tau between the two rankings of
+    models with its interval. This is the table a user pastes into a paper, and how far to trust it."""
     rows = {}
-    groups = group_by([getattr(r, field) for r in records], [r.label for r in records], list(predicted))
+    keyed = [(str(getattr(r, field)), r, p) for r, p in zip(records, predicted) if getattr(r, field) is not None]
+    if not keyed:
+        return {"field": field, "rate_name": scheme.rate, "rows": {}, "kendall_tau": None, "max_abs_error": None}
+    in_rate = set(scheme.rate_labels)
+    boot = bootstrap_rate_errors([k for k, _, _ in keyed], [r.label in in_rate for _, r, _ in keyed],
+                                 [p in in_rate for _, _, p in keyed], [r.prompt_group for _, r, _ in keyed], seed=seed)
+    groups = group_by([k for k, _, _ in keyed], [r.label for _, r, _ in keyed], [p for _, _, p in keyed])
     for key, (teacher, student) in groups.items():
         t = rates(teacher, scheme.classes, scheme.rate_labels)
         s = rates(student, scheme.classes, scheme.rate_labels)
-        rows[key] = {"n": t["n"], "teacher": t, "student": s, "abs_error": abs(t["rate"] - s["rate"])}
-    tau = None
-    if len(rows) >= 3:
-        tau = kendalltau([r["teacher"]["rate"] for r in rows.values()], [r["student"]["rate"] for r in rows.values()]).statistic
-        tau = None if tau != tau else float(tau)
-    return {"field": field, "rate_name": scheme.rate, "rows": rows, "kendall_tau": tau,
-            "max_abs_error": max((r["abs_error"] for r in rows.values()), default=None)}
+        error, error_ci = boot["errors"][key]
+        rows[key] = {"n": t["n"], "teacher": t, "student": s, "error": error, "error_ci": error_ci,
+                     "abs_error": abs(error)}
+    tau = boot["kendall_tau"]
+    return {"field": field, "rate_name": scheme.rate, "rows": rows,
+            "kendall_tau": None if tau is None else tau[0], "kendall_tau_ci": None if tau is None else tau[1],
+            "interval": "paired 95% percentile bootstrap over prompt groups",
+            "max_abs_error": max(r["abs_error"] for r in rows.values())}
 
 
 def evaluate(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme, *,
@@ -65,7 +72,7 @@ def evaluate(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme
                                                   n_boot=min(n_boot, 200), seed=seed)
                                    for key, (t, p, g) in split.items()}
     if any(r.model for r in records):
-        report["benchmark_view"] = benchmark_view(records, predicted, scheme)
+        report["benchmark_view"] = benchmark_view(records, predicted, scheme, seed=seed)
     return report
 
 

@@ -7,10 +7,12 @@ scikit-learn, so kappa, F1 and the bootstrap intervals all agree on which class 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import kendalltau
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
@@ -117,6 +119,52 @@ def paired_kappa_difference(y_true: Sequence, pred_a: Sequence, pred_b: Sequence
         return float(delta), (float("nan"), float("nan"))
     alpha = (1 - level) / 2
     return float(delta), (float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha)))
+
+
+def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], student_in: Sequence[bool],
+                          groups: Sequence | None = None, *, n_boot: int = 2000, level: float = 0.95,
+                          seed: int = 0) -> dict:
+    """Per key (a response model): student rate - teacher rate, with a paired percentile bootstrap interval
+    over prompt groups; and Kendall's tau between the two rankings of the keys, with its interval.
+
+    One prompt's answers from several models share a group, so each resample draws whole prompts and
+    rescores every model on the same draw, as a benchmark rerun on other prompts would. `teacher_in` and
+    `student_in` say whether each row's label counts toward the rate (e.g. is safe).
+
+    >>> out = bootstrap_rate_errors(["a", "a", "b", "b"], [1, 0, 1, 1], [1, 1, 1, 1], ["p", "q", "p", "q"])
+    >>> out["errors"]["a"][0], out["errors"]["b"]
+    (0.5, (0.0, (0.0, 0.0)))
+    """
+    names, key_ids = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
+    _, group_ids = np.unique(np.asarray(groups if groups is not None else range(len(keys)), dtype=object).astype(str),
+                             return_inverse=True)
+    shape = (group_ids.max() + 1, len(names))
+    rows, teacher, student = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    np.add.at(rows, (group_ids, key_ids), 1)
+    np.add.at(teacher, (group_ids, key_ids), np.asarray(teacher_in, dtype=float))
+    np.add.at(student, (group_ids, key_ids), np.asarray(student_in, dtype=float))
+    counts = np.random.default_rng(seed).multinomial(shape[0], np.full(shape[0], 1 / shape[0]), size=n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample without a model's rows: nan, dropped
+        teacher_rates, student_rates = (counts @ teacher) / (counts @ rows), (counts @ student) / (counts @ rows)
+    alpha = (1 - level) / 2
+
+    def interval(values):
+        values = values[~np.isnan(values)]
+        return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))) if values.size else (
+            float("nan"), float("nan"))
+
+    point_teacher, point_student = teacher.sum(0) / rows.sum(0), student.sum(0) / rows.sum(0)
+    errors = {str(name): (float(point_student[j] - point_teacher[j]), interval(student_rates[:, j] - teacher_rates[:, j]))
+              for j, name in enumerate(names)}
+    tau = None
+    if len(names) >= 3:
+        with warnings.catch_warnings():  # a resample where every model has the same rate: tau is nan, dropped
+            warnings.simplefilter("ignore")
+            point = kendalltau(point_teacher, point_student).statistic
+            taus = np.array([kendalltau(t, s).statistic for t, s in zip(teacher_rates, student_rates)
+                             if not (np.isnan(t).any() or np.isnan(s).any())])
+        tau = None if point != point else (float(point), interval(taus))
+    return {"errors": errors, "kendall_tau": tau}
 
 
 def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], *,

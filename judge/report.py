@@ -85,8 +85,13 @@ def agreement_blocks(report: dict) -> list[tuple]:
     view = report.get("benchmark_view")
     if view:
         blocks.append(("table", f"benchmark view: {view['rate_name']} per {view['field']}", *benchmark_table(view)))
+        if view.get("interval"):
+            blocks.append(("text", f"student - teacher: the student's error in points, {view['interval']}"))
         if view["kendall_tau"] is not None:
-            blocks.append(("text", f"Kendall's tau between the teacher's and the student's model rankings: {view['kendall_tau']:.3f}"))
+            low, high = view.get("kendall_tau_ci") or (None, None)
+            interval = "" if low is None else f" [95% CI {_num(low)}, {_num(high)}]"
+            blocks.append(("text", "Kendall's tau between the teacher's and the student's model rankings: "
+                                   f"{view['kendall_tau']:.3f}{interval}"))
     return blocks
 
 
@@ -98,11 +103,20 @@ def _kappa_cell(group: dict) -> str:
 
 
 def benchmark_table(view: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the teacher-vs-student rate table (the one a paper quotes)."""
+    """Header and rows of the teacher-vs-student rate table (the one a paper quotes), with the student's
+    error and its interval (reports written before those were recorded show the absolute error)."""
     name = view["rate_name"]
-    return ([view["field"], "n", f"teacher {name}", f"student {name}", "abs error"],
-            [[k, str(v["n"]), _pct(v["teacher"]["rate"]), _pct(v["student"]["rate"]), _pct(v["abs_error"])]
-             for k, v in view["rows"].items()])
+    if not all("error_ci" in v for v in view["rows"].values()):
+        return ([view["field"], "n", f"teacher {name}", f"student {name}", "abs error"],
+                [[k, str(v["n"]), _pct(v["teacher"]["rate"]), _pct(v["student"]["rate"]), _pct(v["abs_error"])]
+                 for k, v in view["rows"].items()])
+    return ([view["field"], "n", f"teacher {name}", f"student {name}", "student - teacher", "95% CI"],
+            [[k, str(v["n"]), _pct(v["teacher"]["rate"]), _pct(v["student"]["rate"]), _points(v["error"]),
+              f"[{_points(v['error_ci'][0])}, {_points(v['error_ci'][1])}]"] for k, v in view["rows"].items()])
+
+
+def _points(value: float | None) -> str:
+    return "-" if is_nan(value) else f"{100 * value:+.1f}"
 
 
 def format_agreement(report: dict) -> str:

@@ -63,6 +63,39 @@ def test_group_bootstrap_interval_brackets_the_estimate_and_shrinks_with_data():
     assert widths[1] < widths[0] / 2  # about 1/sqrt(20) as wide with 20x the groups
 
 
+def test_per_model_rate_error_interval_resamples_whole_prompts_and_covers_a_known_bias():
+    """A student that calls every 5th safe answer of model `b` unsafe: b's attack success rate reads ~16 points
+    high, a's and c's exactly."""
+    from judge.evaluate import benchmark_view
+    from judge.records import Record
+    from judge.schemes import load_scheme
+
+    scheme = load_scheme("mmsafetybench")
+    rng = np.random.default_rng(0)
+    records, predicted = [], []
+    for prompt in range(300):
+        for model in ("a", "b", "c"):
+            label = "safe" if rng.random() < {"a": 0.5, "b": 0.8, "c": 0.3}[model] else "unsafe"
+            records.append(Record(id=f"{prompt}-{model}", question=f"q{prompt}", response="r", label=label, model=model,
+                                  group=f"p{prompt}"))
+            predicted.append("unsafe" if model == "b" and label == "safe" and prompt % 5 == 0 else label)
+    view = benchmark_view(records, predicted, scheme)
+    a, b = view["rows"]["a"], view["rows"]["b"]
+    assert a["error"] == 0 and a["error_ci"] == (0.0, 0.0)  # a student that never errs on a model: no interval to speak of
+    assert b["error"] == pytest.approx(b["student"]["rate"] - b["teacher"]["rate"]) and 0.12 < b["error"] < 0.2
+    assert 0 < b["error_ci"][0] < b["error"] < b["error_ci"][1]  # the bias is resolved, and the interval brackets it
+    assert view["kendall_tau"] == 1.0 and view["kendall_tau_ci"] == (1.0, 1.0) and view["max_abs_error"] == b["abs_error"]
+    assert benchmark_view(records, predicted, scheme) == view  # seeded: the same interval every run
+
+    from judge.report import benchmark_table
+
+    header, rows = benchmark_table(view)
+    assert header[-2:] == ["student - teacher", "95% CI"]
+    assert rows[1][4] == f"{100 * b['error']:+.1f}" and rows[1][5].startswith("[+")
+    old = {**view, "rows": {k: {key: v[key] for key in ("n", "teacher", "student", "abs_error")} for k, v in view["rows"].items()}}
+    assert benchmark_table(old)[0][-1] == "abs error"  # a report written before the intervals still renders
+
+
 # -- calibration -------------------------------------------------------------------------------
 
 def test_ece_and_brier_by_hand():
