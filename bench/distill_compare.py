@@ -11,7 +11,8 @@ gets the other 80% as its labelled file, exactly as a user would pass it:
 - **TF-IDF**: a plain TF-IDF + logistic regression on the response alone, fitted on the same 80%.
 
 Printed per design: shipped student, test kappa with its group-bootstrap interval, the paired
-difference to TF-IDF on the same test rows, the per-model rate error and wall time.
+difference to TF-IDF on the same test rows, the worst response model's rate error (student - teacher,
+in points, with its paired group-bootstrap interval), the mean absolute error over models and wall time.
 
     git worktree add /tmp/old a9b8fd0
     nice -n 10 .venv/bin/python bench/distill_compare.py --only xstest --old /tmp/old
@@ -66,9 +67,12 @@ def line(name: str, test, predicted, baseline, scheme, seconds: float | None, st
     delta, (lo, hi) = paired_kappa_difference(truth, predicted, baseline, scheme.classes, groups)
     view = benchmark_view(test, predicted, scheme)
     errors = [100 * r["abs_error"] for r in view["rows"].values()]
+    worst = max(view["rows"].values(), key=lambda r: r["abs_error"])
+    low, high = (100 * x for x in worst["error_ci"])
     wall = "-" if seconds is None else f"{seconds:.0f}"
     return (f"{name:<8} {student:<16} {a['kappa']:.3f} [{a['kappa_ci'][0]:.3f}, {a['kappa_ci'][1]:.3f}]  "
-            f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]  max {max(errors):4.1f} mean {sum(errors) / len(errors):4.1f}  {wall:>6}")
+            f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]  {100 * worst['error']:+5.1f} [{low:+5.1f}, {high:+5.1f}] "
+            f"mean {sum(errors) / len(errors):4.1f}  {wall:>6}")
 
 
 def compare(key: str, overrides: dict, old: Path | None, work: Path) -> None:
@@ -89,7 +93,7 @@ def compare(key: str, overrides: dict, old: Path | None, work: Path) -> None:
     tfidf = fit_pipeline(split.train, "response", 10.0, None)
     baseline = list(tfidf.predict([render_text(r, "response") for r in test]))
     out = [f"{'design':<8} {'shipped':<16} {'test kappa [95% CI]':<22}  {'- TF-IDF [paired 95% CI]':<25} "
-           f"{'rate error (points)':<19} {'wall s':>6}",
+           f"{'worst model: error [95% CI], mean |error|':<35} {'wall s':>6}",
            line("tf-idf", test, baseline, baseline, scheme, None, "lexical/response")]
 
     started = time.perf_counter()
