@@ -59,18 +59,21 @@ class Interval:
     method: str
 
 
-def tuned_lam(y: np.ndarray, yhat: np.ndarray, yhat_unlabeled: np.ndarray) -> float:
+def tuned_lam(y: np.ndarray, yhat: np.ndarray, yhat_unlabeled: np.ndarray | None) -> float:
     """PPI++'s variance-minimising lam for a mean, clipped to [0, 1], as ppi_py computes it.
 
     lam = Cov(Y, Yhat) / ((1 + n/N) Var(Yhat over all predictions)); 0 when the predictions are
-    constant (they then carry no information).
+    constant (they then carry no information). ``yhat_unlabeled=None`` plans for a scored set much
+    larger than the labelled one (n/N -> 0, Var(Yhat) from the labelled rows).
     """
-    n, N = len(y), len(yhat_unlabeled)
-    var = np.var(np.concatenate([yhat, yhat_unlabeled]), ddof=1)
+    n = len(y)
+    pool, shrink = (yhat, 1.0) if yhat_unlabeled is None else (
+        np.concatenate([yhat, yhat_unlabeled]), 1 + n / len(yhat_unlabeled))
+    var = np.var(pool, ddof=1)
     if not var > 0:
         return 0.0
     cov = np.mean((y - y.mean()) * (yhat - yhat.mean()))
-    return float(np.clip(cov / ((1 + n / N) * var), 0.0, 1.0))
+    return float(np.clip(cov / (shrink * var), 0.0, 1.0))
 
 
 def ppi_rate(y: Sequence[float], yhat: Sequence[float], yhat_unlabeled: Sequence[float], *,
@@ -355,23 +358,51 @@ def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
     return out
 
 
-def labels_needed(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, width: float, *,
-                  alpha: float = ALPHA) -> int | None:
+def labels_needed(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray | None, width: float, *,
+                  alpha: float = ALPHA, lam: float | None = None) -> int | None:
     """Teacher labels for a (1 - alpha) interval of total width ``width``, planned on a pilot sample.
 
     The interval `ppi_rate` gives has variance Var(Y - lam Yhat) / n + lam^2 Var(Yhat) / N over
     the N scored rows, so n = Var(Y - lam Yhat) / ((width / 2z)^2 - lam^2 Var(Yhat) / N), with lam
-    and the variances from the pilot. With N unbounded this is ppi_py's `ppi_mean_power` (whose
-    design keeps labelled and unlabelled rows apart, so it asks more of small groups). None when
-    the pilot has no spread to plan with, or no n reaches the width.
+    and the variances from the pilot. With N unbounded (``yhat_all=None``) this is ppi_py's
+    `ppi_mean_power` (whose design keeps labelled and unlabelled rows apart, so it asks more of small
+    groups). ``lam=0`` plans the teacher-only interval. None when the pilot has no spread to plan
+    with, or no n reaches the width.
     """
-    y, yhat, yhat_all = (np.asarray(a, dtype=float) for a in (y, yhat, yhat_all))
-    lam = tuned_lam(y, yhat, yhat_all)
+    y, yhat = np.asarray(y, dtype=float), np.asarray(yhat, dtype=float)
+    yhat_all = None if yhat_all is None else np.asarray(yhat_all, dtype=float)
+    lam = tuned_lam(y, yhat, yhat_all) if lam is None else lam
     rectifier = np.var(y - lam * yhat)
-    room = (width / (2 * norm.ppf(1 - alpha / 2))) ** 2 - lam ** 2 * np.var(yhat_all) / len(yhat_all)
+    floor = 0.0 if yhat_all is None else lam ** 2 * np.var(yhat_all) / len(yhat_all)
+    room = (width / (2 * norm.ppf(1 - alpha / 2))) ** 2 - floor
     if len(y) < 3 or rectifier <= 0 or room <= 0:
         return None
     return math.ceil(rectifier / room)
+
+
+def plan_labels(records: Sequence[Record], probs: np.ndarray, scheme: Scheme, *, width: float = 0.10,
+                by: str = "model", alpha: float = ALPHA) -> dict:
+    """Teacher labels per `by` group (and overall) for a (1 - alpha) interval of total `width` on a large
+    benchmark run: with the student (PPI++) and with the teacher's labels alone.
+
+    Planned on rows that carry both the teacher's label and a student probability the student did not
+    learn from (out-of-fold or held out): `judge distill` hands over a free pilot of that kind. It holds
+    for responses like these; a new model's may be harder or easier.
+    """
+    rate = [scheme.classes.index(c) for c in scheme.rate_labels]
+    y = np.array([r.label in scheme.rate_labels for r in records], dtype=float)
+    yhat = probs[:, rate].sum(axis=1)
+
+    def plan(rows) -> dict:
+        return {"n": int(len(rows)), "with_student": labels_needed(y[rows], yhat[rows], None, width, alpha=alpha),
+                "teacher_only": labels_needed(y[rows], yhat[rows], None, width, alpha=alpha, lam=0.0)}
+
+    keys = [getattr(r, by) for r in records]
+    groups = {str(k): np.flatnonzero([x == k for x in keys]) for k in sorted({k for k in keys if k is not None}, key=str)}
+    return {"width": width, "alpha": alpha, "by": by, "rate_name": scheme.rate, "groups": {k: plan(v) for k, v in groups.items()},
+            "overall": plan(np.arange(len(records))),
+            "method": "PPI++ on a scored set much larger than the labelled sample: n = Var(Y - lam Yhat) / (W/2z)^2, "
+                      "lam and the variances from these rows; teacher labels alone: n = Var(Y) / (W/2z)^2"}
 
 
 def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: dict[str, dict], *,

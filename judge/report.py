@@ -92,6 +92,16 @@ def agreement_blocks(report: dict) -> list[tuple]:
             interval = "" if low is None else f" [95% CI {_num(low)}, {_num(high)}]"
             blocks.append(("text", "Kendall's tau between the teacher's and the student's model rankings: "
                                    f"{view['kendall_tau']:.3f}{interval}"))
+    plan = report.get("labels_plan")
+    if plan:
+        blocks.append(("table", f"teacher labels per {plan['by']} for a {1 - plan['alpha']:.0%} interval of "
+                       f"+-{50 * plan['width']:.0f} points on its {plan['rate_name']} (planned on {plan['overall']['n']} "
+                       "rows the student did not learn from)",
+                       [plan["by"], "rows", "with this student (PPI++)", "teacher labels alone"],
+                       [[k, str(g["n"]), *("-" if g[key] is None else str(g[key]) for key in ("with_student", "teacher_only"))]
+                        for k, g in [*plan["groups"].items(), ("overall", plan["overall"])]]))
+        blocks.append(("text", f"planned for responses like these ({plan['method']}); to get the intervals: "
+                       "judge collect --sample N --per model, then judge estimate"))
     return blocks
 
 

@@ -319,6 +319,9 @@ def test_labels_needed_matches_ppi_py_power_on_a_large_population():
     classical = int(np.ceil((2 * 1.959963984540054 / 0.06) ** 2 * y[pilot].mean() * (1 - y[pilot].mean())))
     theirs = ppi_py.ppi_mean_power(y[pilot], yhat[pilot], cost_Y=1.0, cost_Yhat=1e-6, effective_n=classical)["n"]
     assert ours == pytest.approx(theirs, rel=0.05) and ours < classical
+    # a benchmark much larger than the pilot (N unbounded, what distill plans for), and the teacher alone
+    assert labels_needed(y[pilot], yhat[pilot], None, 0.06) == pytest.approx(theirs, rel=0.05)
+    assert labels_needed(y[pilot], yhat[pilot], None, 0.06, lam=0.0) == pytest.approx(classical, abs=1)
     # and the planned n does give about that width
     drawn = rng.choice(200_000, ours, replace=False)
     r = ppi_rate(y[drawn], yhat[drawn], yhat)

@@ -99,6 +99,10 @@ def test_best_out_of_fold_kappa_wins_and_the_shipped_judge_is_fitted_on_every_la
     lo, hi = board["lexical-underfit"]["delta_ci"]
     assert board["lexical-underfit"]["delta"] < 0 and hi < 0 and report["selection"]["resolved"]
     assert report["student"] == "lexical" and report["split"] == "cv" and report["overall"]["n"] == 90
+    plan = report["labels_plan"]  # the out-of-fold rows are a free pilot for judge estimate
+    assert plan["overall"]["n"] == 90 and sum(g["n"] for g in plan["groups"].values()) == 90
+    assert set(plan["groups"]) == {r.model for r in dataset.labelled}
+    assert all(g["with_student"] < g["teacher_only"] for g in [*plan["groups"].values(), plan["overall"]])
 
     meta = json.loads((tmp_path / "run" / "judge.json").read_text())
     assert meta["data"]["trained_on"] == 90 == meta["data"]["labelled"] and meta["data"]["holdout"] == 0

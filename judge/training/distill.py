@@ -19,6 +19,7 @@ import numpy as np
 
 from judge.errors import InputError
 from judge.estimate import row_key
+from judge.estimate import plan_labels
 from judge.evaluate import evaluate
 from judge.metrics import top_labels
 from judge.model import Judge, write_meta
@@ -129,7 +130,8 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     selection = {"folds": portfolio.folds.k, "compared_rows": portfolio.compared_rows, "resolved": portfolio.resolved,
                  "tie_margin": config.tie_margin}
     leaderboard = portfolio.leaderboard()
-    report.update(student=winner.candidate, leaderboard=leaderboard, selection=selection, trained_on=len(rows))
+    report.update(student=winner.candidate, leaderboard=leaderboard, selection=selection, trained_on=len(rows),
+                  labels_plan=plan_labels(oof_rows, winner.probs[covered], dataset.scheme))
     if test:
         report["cv"] = {"method": cv["method"], "overall": cv["overall"]}
     meta = {**refit_meta, "data": data_summary(dataset, rows, test, portfolio.folds.k), "teacher": teacher_summary(labelled),
