@@ -35,6 +35,7 @@ import numpy as np
 from scipy.stats import norm
 
 from judge.errors import InputError
+from judge.metrics import group_by
 from judge.model import read_meta
 from judge.records import Record, build_dataset, file_sha256, read_records, rows_from_jsonl
 from judge.schemes import BUILTIN_SCHEMES, Scheme, load_scheme
@@ -397,9 +398,9 @@ def plan_labels(records: Sequence[Record], probs: np.ndarray, scheme: Scheme, *,
         return {"n": int(len(rows)), "with_student": labels_needed(y[rows], yhat[rows], None, width, alpha=alpha),
                 "teacher_only": labels_needed(y[rows], yhat[rows], None, width, alpha=alpha, lam=0.0)}
 
-    keys = [getattr(r, by) for r in records]
-    groups = {str(k): np.flatnonzero([x == k for x in keys]) for k in sorted({k for k in keys if k is not None}, key=str)}
-    return {"width": width, "alpha": alpha, "by": by, "rate_name": scheme.rate, "groups": {k: plan(v) for k, v in groups.items()},
+    groups = group_by([getattr(r, by) for r in records], range(len(records)))
+    return {"width": width, "alpha": alpha, "by": by, "rate_name": scheme.rate,
+            "groups": {k: plan(np.array(rows)) for k, (rows,) in groups.items()},
             "overall": plan(np.arange(len(records))),
             "method": "PPI++ on a scored set much larger than the labelled sample: n = Var(Y - lam Yhat) / (W/2z)^2, "
                       "lam and the variances from these rows; teacher labels alone: n = Var(Y) / (W/2z)^2"}

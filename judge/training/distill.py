@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from judge.errors import InputError
-from judge.estimate import row_key
-from judge.estimate import plan_labels
+from judge.estimate import plan_labels, row_key
 from judge.evaluate import evaluate
 from judge.metrics import top_labels
 from judge.model import Judge, write_meta
