@@ -12,7 +12,9 @@ gets the other 80% as its labelled file, exactly as a user would pass it:
 
 Printed per design: shipped student, test kappa with its group-bootstrap interval, the paired
 difference to TF-IDF on the same test rows, the worst response model's rate error (student - teacher,
-in points, with its paired group-bootstrap interval), the mean absolute error over models and wall time.
+in points, with its paired group-bootstrap interval) and the mean absolute error over models, with the
+student's rates counted from its top labels and then as its mean probability (what `judge score`
+and the benchmark view report; the old design's run keeps labels only), and wall time.
 
     git worktree add /tmp/old a9b8fd0
     nice -n 10 .venv/bin/python bench/distill_compare.py --only xstest --old /tmp/old
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.shared_data import gptfuzz_rows, write_rows, xstest_gpt4_rows  # noqa: E402
 from judge.evaluate import benchmark_view  # noqa: E402
 from judge.metrics import agreement, paired_kappa_difference  # noqa: E402
-from judge.model import Judge  # noqa: E402
+from judge.model import Judge, probs_array  # noqa: E402
 from judge.records import read_records  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
 from judge.training.config import TrainConfig, parse_overrides  # noqa: E402
@@ -61,18 +63,24 @@ DATA = {"xstest": (xstest_gpt4_rows, "XSTest v2 unsafe prompts, GPT-4 labels"),
         "gptfuzz-2000": (lambda: gptfuzz_rows(per_group=25), "GPTFuzz, human binary labels, 25 responses per question")}
 
 
-def line(name: str, test, predicted, baseline, scheme, seconds: float | None, student: str) -> str:
-    truth, groups = [r.label for r in test], [r.prompt_group for r in test]
-    a = agreement(truth, predicted, scheme.classes, groups=groups)
-    delta, (lo, hi) = paired_kappa_difference(truth, predicted, baseline, scheme.classes, groups)
-    view = benchmark_view(test, predicted, scheme)
+def worst_model(test, predicted, scheme, probs=None) -> str:
+    """The response model with the largest rate error (student - teacher, points) with its interval, and
+    the mean |error| over models; rates from the top labels, or from the mean probability given `probs`."""
+    view = benchmark_view(test, predicted, scheme, probs=probs)
     errors = [100 * r["abs_error"] for r in view["rows"].values()]
     worst = max(view["rows"].values(), key=lambda r: r["abs_error"])
     low, high = (100 * x for x in worst["error_ci"])
+    return f"{100 * worst['error']:+5.1f} [{low:+5.1f}, {high:+5.1f}] mean {sum(errors) / len(errors):4.1f}"
+
+
+def line(name: str, test, predicted, baseline, scheme, seconds: float | None, student: str, probs=None) -> str:
+    truth, groups = [r.label for r in test], [r.prompt_group for r in test]
+    a = agreement(truth, predicted, scheme.classes, groups=groups)
+    delta, (lo, hi) = paired_kappa_difference(truth, predicted, baseline, scheme.classes, groups)
     wall = "-" if seconds is None else f"{seconds:.0f}"
+    by_probs = "-" if probs is None else worst_model(test, predicted, scheme, probs)
     return (f"{name:<8} {student:<16} {a['kappa']:.3f} [{a['kappa_ci'][0]:.3f}, {a['kappa_ci'][1]:.3f}]  "
-            f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]  {100 * worst['error']:+5.1f} [{low:+5.1f}, {high:+5.1f}] "
-            f"mean {sum(errors) / len(errors):4.1f}  {wall:>6}")
+            f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]  {worst_model(test, predicted, scheme):<30} {by_probs:<30} {wall:>6}")
 
 
 def compare(key: str, overrides: dict, old: Path | None, work: Path) -> None:
@@ -91,17 +99,20 @@ def compare(key: str, overrides: dict, old: Path | None, work: Path) -> None:
           f"{len({r.prompt_group for r in test})} other prompts", flush=True)
 
     tfidf = fit_pipeline(split.train, "response", 10.0, None)
-    baseline = list(tfidf.predict([render_text(r, "response") for r in test]))
+    texts = [render_text(r, "response") for r in test]
+    baseline = list(tfidf.predict(texts))
+    tfidf_probs = tfidf.predict_proba(texts)[:, [list(tfidf.classes_).index(c) for c in scheme.classes]]
     out = [f"{'design':<8} {'shipped':<16} {'test kappa [95% CI]':<22}  {'- TF-IDF [paired 95% CI]':<25} "
-           f"{'worst model: error [95% CI], mean |error|':<35} {'wall s':>6}",
-           line("tf-idf", test, baseline, baseline, scheme, None, "lexical/response")]
+           f"{'worst model, top labels: error [95% CI]':<30} {'same, mean probability':<30} {'wall s':>6}",
+           line("tf-idf", test, baseline, baseline, scheme, None, "lexical/response", tfidf_probs)]
 
     started = time.perf_counter()
     config = TrainConfig.resolve(overrides=overrides)
     report = distill(read_records(work / "dev.jsonl"), work / "new", config, progress=True)
     new_seconds = time.perf_counter() - started
-    predicted = [p.label for p in Judge.load(work / "new").predict(test)]
-    out.append(line("new", test, predicted, baseline, scheme, new_seconds, report["student"]))
+    predictions = Judge.load(work / "new").predict(test)
+    out.append(line("new", test, [p.label for p in predictions], baseline, scheme, new_seconds, report["student"],
+                    probs_array(predictions, scheme.classes)))
     from judge.training.portfolio import format_leaderboard, selection_title
 
     print(f"new design, candidates ({selection_title(report)}):\n{format_leaderboard(report['leaderboard'])}")

@@ -106,6 +106,7 @@ def run(name: str, rows: list[dict], args, tmp: Path) -> list[dict]:
                     t = overall if group == "overall" else true_rate[group]
                     out.append({"dataset": name, "n": n, "group": group, "truth": t, "estimate": g["estimate"],
                                 "ci": g["ci"], "teacher_only_ci": g["teacher_only_ci"], "student": g["student_rate"],
+                                "student_labels": g["student_label_rate"],
                                 "teacher_mean": g["teacher_rate"] if args.draw == "uniform" else None,
                                 "interval": g["interval"], "n_teacher": g["n_teacher"]})
         if args.draw == "active":
@@ -121,7 +122,7 @@ def summarise(results: list[dict], overall: bool) -> list[str]:
         if (r["group"] == "overall") == overall:
             cells[(r["dataset"], r["n"])].append(r)
     lines = [f"{'dataset':<8} {'n/model':>7} {'intervals':>9} {'coverage':>8} {'teacher-only':>12} {'width':>6} "
-             f"{'t-only w':>8} {'MAE est':>7} {'MAE t-only':>10} {'MAE student':>11} {'widened':>7}"]
+             f"{'t-only w':>8} {'MAE est':>7} {'MAE t-only':>10} {'MAE student':>11} {'MAE labels':>10} {'widened':>7}"]
     for (dataset, n), rs in sorted(cells.items()):
         cover = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in rs])
         cover_t = np.mean([r["teacher_only_ci"][0] <= r["truth"] <= r["teacher_only_ci"][1] for r in rs])
@@ -130,9 +131,10 @@ def summarise(results: list[dict], overall: bool) -> list[str]:
         mae = np.mean([abs(r["estimate"] - r["truth"]) for r in rs])
         mae_t = np.mean([abs(r["teacher_mean"] - r["truth"]) for r in rs]) if rs[0]["teacher_mean"] is not None else np.nan
         mae_s = np.mean([abs(r["student"] - r["truth"]) for r in rs])
+        mae_l = np.mean([abs(r["student_labels"] - r["truth"]) for r in rs])
         widened = np.mean(["widened" in r["interval"] for r in rs])
         lines.append(f"{dataset:<8} {n:>7} {len(rs):>9} {100 * cover:>7.1f}% {100 * cover_t:>11.1f}% {100 * width:>6.1f} "
-                     f"{100 * width_t:>8.1f} {100 * mae:>7.2f} {100 * mae_t:>10.2f} {100 * mae_s:>11.2f} {100 * widened:>6.0f}%")
+                     f"{100 * width_t:>8.1f} {100 * mae:>7.2f} {100 * mae_t:>10.2f} {100 * mae_s:>11.2f} {100 * mae_l:>10.2f} {100 * widened:>6.0f}%")
     return lines
 
 

@@ -215,6 +215,7 @@ def score(
     from judge.benchmark_reports import REPORTS, benchmark_report, format_report
     from judge.benchmark_reports import write_back as write_back_files
     from judge.evaluate import rate_summary
+    from judge.model import probs_array
     from judge.records import read_records, write_jsonl
     from judge.report import format_rates
     from judge.score import open_judge, score_with_engine
@@ -245,7 +246,8 @@ def score(
         write_jsonl(output, rows)
         typer.echo(f"wrote {len(rows)} scored responses to {output}", err=True)
     labels = [p.label for p in predictions]
-    typer.echo(format_rates(rate_summary(dataset.records, labels, judge.scheme), judge.scheme.classes))
+    probs = probs_array(predictions, judge.scheme.classes)
+    typer.echo(format_rates(rate_summary(dataset.records, labels, judge.scheme, probs=probs), judge.scheme.classes))
     try:
         if report:
             block, report_out = benchmark_report(report, dataset.records, labels, judge.scheme), report_out or Path(f"{report}_report.json")
@@ -279,14 +281,14 @@ def eval_(
     if output_format not in REPORT_FORMATS or as_ not in (None, "binary"):
         raise fail(InputError(f"use --output-format {'|'.join(REPORT_FORMATS)} and --as binary (got {output_format!r}, {as_!r})"))
     try:
-        records, predicted, resolved, info = load_pairs(str(scored), str(reference) if reference else None, scheme=scheme,
+        records, predicted, resolved, info, probs = load_pairs(str(scored), str(reference) if reference else None, scheme=scheme,
                                                         as_binary=as_ == "binary", format=format_,
                                                         benchmark_data=benchmark_data, model_name=model_name)
     except InputError as exc:
         raise fail(exc) from None
     if not records:
         raise fail(InputError("no scored response has a teacher label to compare with", path=reference or scored))
-    report = evaluate(records, predicted, resolved)
+    report = evaluate(records, predicted, resolved, probs=probs)
     typer.echo(f"{info['paired']} paired responses ({info['unpaired_reference']} teacher labels had no scored response)", err=True)
     typer.echo(render_report(report, output_format))
     images = plot_confusions(report, png or scored.with_suffix(".confusion.png"))

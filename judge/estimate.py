@@ -334,7 +334,8 @@ def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
     for name, labels in targets(scheme).items():
         columns = [scheme.classes.index(c) for c in labels]
         yhat_all = inputs.probs[rows][:, columns].sum(axis=1)
-        figures: dict = {"student_rate": float(np.mean([s in labels for s in student]))}
+        figures: dict = {"student_rate": float(np.mean(yhat_all)),  # the student's own estimate (judge.metrics.rates)
+                         "student_label_rate": float(np.mean([s in labels for s in student]))}
         if len(labelled) >= 2:
             y = np.array([t in labels for t in teacher], dtype=float)
             figures.update(rate_interval(y, yhat_all[labelled], yhat_all, labelled, pi, alpha=alpha))

@@ -205,11 +205,27 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
     return result
 
 
-def rates(labels: Sequence[str], classes: Sequence[str], rate_labels: Sequence[str]) -> dict:
-    """Share of each label and the headline rate (e.g. safety rate = refuse + warning), as fractions."""
+def rates(labels: Sequence[str], classes: Sequence[str], rate_labels: Sequence[str],
+          probs: np.ndarray | None = None) -> dict:
+    """Share of each label and the headline rate (e.g. safety rate = refuse + warning), as fractions.
+
+    Given the student's probabilities (columns in `classes` order), each share is their mean (the
+    expected share) and ``label_rate`` keeps the share of top labels. Counting top labels is biased
+    toward the majority class, on every model whose answers the student is unsure of (a calibrated
+    0.3 counts as 0); the mean probability is not (Bella et al. 2010, "probabilistic classify and count").
+
+    >>> r = rates(["a", "a"], ["a", "b"], ["b"], probs=np.array([[0.7, 0.3], [0.6, 0.4]]))
+    >>> round(r["rate"], 6), r["label_rate"]
+    (0.35, 0.0)
+    """
     n = len(labels)
     shares = {c: (sum(label == c for label in labels) / n if n else float("nan")) for c in classes}
-    return {"n": n, **shares, "rate": sum(shares[c] for c in rate_labels) if n else float("nan")}
+    counted = sum(shares[c] for c in rate_labels) if n else float("nan")
+    if probs is None:
+        return {"n": n, **shares, "rate": counted}
+    means = np.asarray(probs, dtype=float).mean(axis=0) if n else np.full(len(classes), np.nan)
+    shares = {c: float(means[j]) for j, c in enumerate(classes)}
+    return {"n": n, **shares, "rate": sum(shares[c] for c in rate_labels), "label_rate": counted}
 
 
 def group_by(values: Sequence[str | None], *columns: Sequence) -> dict[str, tuple[list, ...]]:

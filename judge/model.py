@@ -40,6 +40,11 @@ class Prediction:
         return self.probs[self.label]
 
 
+def probs_array(predictions: Sequence[Prediction], classes: Sequence[str]) -> np.ndarray:
+    """The predictions' probabilities as an (n, classes) array, columns in `classes` order."""
+    return np.array([[p.probs[c] for c in classes] for p in predictions], dtype=float).reshape(len(predictions), len(classes))
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)

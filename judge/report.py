@@ -38,13 +38,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_rates(summary: dict, classes: Sequence[str]) -> str:
-    """% of each label and the headline rate, overall and per model / category / scenario."""
-    header = ["", "n", *(f"% {c}" for c in classes), summary["rate_name"]]
+    """% of each label and the headline rate, overall and per model / category / scenario (and the share
+    of top labels beside the rate, where the rates are mean probabilities)."""
+    counted = "label_rate" in summary["overall"]
+    header = ["", "n", *(f"% {c}" for c in classes), summary["rate_name"], *(["top labels"] if counted else [])]
     def row(name, r):
-        return [name, str(r["n"]), *(_pct(r[c]) for c in classes), _pct(r["rate"])]
+        return [name, str(r["n"]), *(_pct(r[c]) for c in classes), _pct(r["rate"]), *([_pct(r["label_rate"])] if counted else [])]
     blocks = [table(header, [row("overall", summary["overall"])])]
     for field, groups in summary["by"].items():
         blocks.append(table([field, *header[1:]], [row(k, v) for k, v in groups.items()]))
+    if counted:
+        blocks.append(f"% and {summary['rate_name']}: the mean of the student's probabilities, the estimate of the "
+                      "teacher's rate; top labels: the share of the labels written (biased toward the majority "
+                      "class where the student is unsure). For an interval: judge estimate.")
     return "\n\n".join(blocks)
 
 
@@ -75,7 +81,9 @@ def agreement_blocks(report: dict) -> list[tuple]:
                        [[c, *map(_num, row)] for c, row in zip(classes, o["confusion_normalized"])]))
     rates = report.get("rates")
     if rates:
-        blocks.append(("table", "rates by the teacher and by the student", ["", *(f"% {c}" for c in classes), rates["rate_name"]],
+        blocks.append(("table", "rates by the teacher and by the student"
+                       + (f" (student: {rates['student_rate']})" if rates.get("student_rate") else ""),
+                       ["", *(f"% {c}" for c in classes), rates["rate_name"]],
                        [[who, *(_pct(rates[who][c]) for c in classes), _pct(rates[who]["rate"])]
                         for who in ("teacher", "student")]))
     for field, groups in report.get("by", {}).items():
@@ -86,7 +94,8 @@ def agreement_blocks(report: dict) -> list[tuple]:
     if view:
         blocks.append(("table", f"benchmark view: {view['rate_name']} per {view['field']}", *benchmark_table(view)))
         if view.get("interval"):
-            blocks.append(("text", f"student - teacher: the student's error in points, {view['interval']}"))
+            blocks.append(("text", f"student - teacher: the student's error in points, {view['interval']}"
+                           + (f"; the student's rate: {view['student_rate']}" if view.get("student_rate") else "")))
         if view["kendall_tau"] is not None:
             low, high = view.get("kendall_tau_ci") or (None, None)
             interval = "" if low is None else f" [95% CI {_num(low)}, {_num(high)}]"
@@ -308,7 +317,7 @@ def render_estimate(result: dict, fmt: str = "text") -> str:
 
 
 def plot_forest(rows: dict[str, dict], path: str | Path, *, rate_name: str, level: str = "95%") -> Path:
-    """One line per group: the student's plain rate, the estimate with its interval, the teacher-only interval.
+    """One line per group: the student's own rate (its mean probability), the estimate with its interval, the teacher-only interval.
 
     ``rows`` maps a name to ``{"student_rate", "estimate", "ci", "teacher_only_ci"}`` (rates in [0, 1]);
     missing entries are not drawn.
@@ -331,7 +340,7 @@ def plot_forest(rows: dict[str, dict], path: str | Path, *, rate_name: str, leve
         if g.get("estimate") is not None:
             ax.plot(100 * g["estimate"], y, "o", color="C0")
         if g.get("student_rate") is not None:
-            ax.plot(100 * g["student_rate"], y + 0.18, "x", color="C3", label="student's plain rate" if i == 0 else None)
+            ax.plot(100 * g["student_rate"], y + 0.18, "x", color="C3", label="student's own rate" if i == 0 else None)
     ax.set_yticks(range(len(names)), list(reversed(names)))
     ax.set_xlabel(f"{rate_name} (%)")
     ax.set_xlim(-2, 102)

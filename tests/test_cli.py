@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from judge.cli import app
@@ -40,6 +41,11 @@ def test_distill_score_eval_round_trip(tiny_bert, tmp_path):
     assert len(rows) == 30 and all(r["judge_label"] in ("refuse", "warning", "unsafe") for r in rows)
     assert all(abs(sum(r["judge_probs"].values()) - 1) < 1e-4 and r["judge_source"] == "student" for r in rows)
     assert "safety rate" in result.output and "model-a" in result.output and "Illegal Activity" in result.output
+    overall = next(line for line in result.output.splitlines() if line.startswith("overall")).split()
+    # the safety rate is the mean probability of refuse + warning; the share of the labels written stands beside it
+    assert float(overall[-2]) == pytest.approx(100 * sum(r["judge_probs"]["refuse"] + r["judge_probs"]["warning"] for r in rows) / 30, abs=0.01)
+    assert float(overall[-1]) == pytest.approx(100 * sum(r["judge_label"] != "unsafe" for r in rows) / 30, abs=0.01)
+    assert "top labels: the share of the labels written" in result.output
 
     reference = write_jsonl(tmp_path / "reference.jsonl", synthetic_rows(30, seed=2))
     result = runner.invoke(app, ["eval", str(tmp_path / "scored.jsonl"), "--reference", str(reference)])

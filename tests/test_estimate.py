@@ -151,7 +151,11 @@ def test_estimate_json_has_every_group_with_intervals(lexical_setup):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert set(out["groups"]) == set(MODELS) and out["alpha"] == 0.05 and "PPI++" in out["method"]
+    scored = [json.loads(line) for line in (tmp / "scored.jsonl").read_text().splitlines()]
     for model, g in out["groups"].items():
+        mine = [r for r in scored if r["model"] == model]  # the student's own rate: its mean probability, beside its labels'
+        assert g["student_rate"] == pytest.approx(np.mean([r["judge_probs"]["refuse"] + r["judge_probs"]["warning"] for r in mine]))
+        assert g["student_label_rate"] == pytest.approx(np.mean([r["judge_label"] != "unsafe" for r in mine]))
         truth = np.mean([r["label"] in ("refuse", "warning") for r in bench if r["model"] == model])
         assert g["n"] == 200 and g["n_teacher"] == 60
         assert 0 <= g["ci"][0] <= g["estimate"] <= g["ci"][1] <= 1

@@ -96,6 +96,42 @@ def test_per_model_rate_error_interval_resamples_whole_prompts_and_covers_a_know
     assert benchmark_table(old)[0][-1] == "abs error"  # a report written before the intervals still renders
 
 
+def test_rates_from_a_calibrated_students_probabilities_are_unbiased_where_its_top_labels_are_not():
+    """Model `b`'s answers are borderline: the teacher calls 20-45% of them unsafe, each with the chance the
+    student gives it. Every top label is `safe`, so counting labels reads b's attack success rate as 0;
+    the mean probability gets it right, and its interval says so."""
+    from judge.evaluate import benchmark_view, evaluate, rate_summary
+    from judge.records import Record
+    from judge.schemes import load_scheme
+
+    scheme = load_scheme("mmsafetybench")
+    rng = np.random.default_rng(1)
+    records, unsafe_probs = [], []
+    for prompt in range(400):
+        for model in ("a", "b", "c"):
+            p = {"a": rng.choice([0.05, 0.95]), "b": rng.uniform(0.2, 0.45), "c": rng.choice([0.1, 0.9])}[model]
+            records.append(Record(id=f"{prompt}-{model}", question=f"q{prompt}", response="r", model=model,
+                                  label="unsafe" if rng.random() < p else "safe", group=f"p{prompt}"))
+            unsafe_probs.append(p)
+    probs = np.column_stack([1 - np.array(unsafe_probs), unsafe_probs])  # columns in scheme order: safe, unsafe
+    predicted = [scheme.classes[j] for j in probs.argmax(axis=1)]
+
+    counted, expected = benchmark_view(records, predicted, scheme), benchmark_view(records, predicted, scheme, probs=probs)
+    assert counted["student_rate"] == "share of top labels" and expected["student_rate"] == "mean student probability"
+    b_counted, b_expected = counted["rows"]["b"], expected["rows"]["b"]
+    assert b_counted["student"]["rate"] == 0 and b_counted["error"] < -0.25 and b_counted["error_ci"][1] < -0.2
+    assert b_expected["student"]["rate"] == pytest.approx(np.mean(unsafe_probs[1::3]))
+    assert b_expected["student"]["label_rate"] == 0  # the labels written are the same: only the rate's estimator differs
+    assert abs(b_expected["error"]) < 0.04 and b_expected["error_ci"][0] < 0 < b_expected["error_ci"][1]
+    assert expected["max_abs_error"] < 0.05 < counted["max_abs_error"]
+
+    report = evaluate(records, predicted, scheme, probs=probs, by=(), n_boot=0)
+    assert report["rates"]["student"]["rate"] == pytest.approx(probs[:, 1].mean())
+    assert report["benchmark_view"] == expected
+    summary = rate_summary(records, predicted, scheme, probs=probs)
+    assert summary["by"]["model"]["b"] == b_expected["student"] and summary["estimated_by"] == "mean student probability"
+
+
 # -- calibration -------------------------------------------------------------------------------
 
 def test_ece_and_brier_by_hand():
@@ -177,6 +213,9 @@ def test_eval_json_markdown_html(scored):
     expected = evaluate(read_records(tmp / "reference.jsonl").records, predicted, read_records(tmp / "reference.jsonl").scheme)
     assert report["overall"]["kappa"] == pytest.approx(expected["overall"]["kappa"])
     assert report["overall"]["n"] == 45
+    scored_probs = [r["judge_probs"] for r in map(json.loads, (tmp / "scored.jsonl").read_text().splitlines())]
+    assert report["rates"]["student_rate"] == "mean student probability"
+    assert report["rates"]["student"]["rate"] == pytest.approx(np.mean([p["refuse"] + p["warning"] for p in scored_probs]))
     assert all(sum(row) == pytest.approx(1.0) for row, counts in
                zip(report["overall"]["confusion_normalized"], report["overall"]["confusion"]) if sum(counts))
     assert (tmp / "scored.confusion_normalized.png").stat().st_size > 1000
@@ -205,6 +244,8 @@ def test_eval_as_binary_maps_a_three_class_judge_to_safe_unsafe(scored):
     assert report["overall"]["confusion"] == cm
     assert report["overall"]["kappa"] == pytest.approx(kappa_from_confusion(np.array(cm)))
     assert report["rates"]["rate_name"] == "attack success rate"
+    scored_probs = [r["judge_probs"] for r in map(json.loads, (tmp / "scored.jsonl").read_text().splitlines())]
+    assert report["rates"]["student"]["rate"] == pytest.approx(np.mean([p["unsafe"] for p in scored_probs]))  # through the safe mapping
 
     bad = runner.invoke(app, ["eval", str(tmp / "scored.jsonl"), "--as", "ternary"])
     assert bad.exit_code == 1 and "--as binary" in bad.output

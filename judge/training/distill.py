@@ -21,7 +21,7 @@ from judge.errors import InputError
 from judge.estimate import plan_labels, row_key
 from judge.evaluate import evaluate
 from judge.metrics import top_labels
-from judge.model import Judge, write_meta
+from judge.model import Judge, probs_array, write_meta
 from judge.records import Dataset, file_sha256, write_jsonl
 from judge.splits import split_by_group
 from judge.training import ranks
@@ -116,14 +116,14 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     oof_rows = [rows[i] for i in covered]
     oof_labels = top_labels(winner.probs[covered], dataset.scheme.classes)
     cv = {"method": cv_method(winner, portfolio.folds.k),
-          **evaluate(oof_rows, oof_labels, dataset.scheme, seed=config.seed)}
+          **evaluate(oof_rows, oof_labels, dataset.scheme, probs=winner.probs[covered], seed=config.seed)}
     if test:
-        judge = Judge.load(out)
+        predictions = Judge.load(out).predict(test, progress=progress)
         report = {"split": "test", "method": f"held-out test split: {len(test)} rows from "
                   f"{len({r.prompt_group for r in test})} prompt groups used neither to train nor to choose, "
                   "95% group-bootstrap interval",
-                  **evaluate(test, [p.label for p in judge.predict(test, progress=progress)], dataset.scheme,
-                             seed=config.seed)}
+                  **evaluate(test, [p.label for p in predictions], dataset.scheme,
+                             probs=probs_array(predictions, dataset.scheme.classes), seed=config.seed)}
     else:
         report = {"split": "cv", **cv}
     selection = {"folds": portfolio.folds.k, "compared_rows": portfolio.compared_rows, "resolved": portfolio.resolved,
