@@ -59,10 +59,32 @@ def kappa_from_confusion(cm: np.ndarray, weights: str | None = None) -> float:
     return round(float(1.0 - (w * cm).sum() / denom), 12)
 
 
+def _group_ids(groups: Sequence | None, n: int) -> np.ndarray:
+    """Each row's group as an integer 0..n_groups-1 (every row its own group without `groups`)."""
+    _, ids = np.unique(np.asarray(groups if groups is not None else range(n), dtype=object).astype(str),
+                       return_inverse=True)
+    return ids
+
+
+def _group_draws(n_groups: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_groups) counts: how often each group is drawn in each bootstrap resample."""
+    return np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central `level` percentile interval of the resampled values, nan ones (undefined draws) dropped."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
 def _grouped_confusions(y_true, y_pred, groups, classes) -> np.ndarray:
     """One confusion matrix per group, shape (n_groups, k, k), for fast group bootstraps."""
     index = {c: i for i, c in enumerate(classes)}
-    _, group_ids = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    group_ids = _group_ids(groups, len(y_true))
     k = len(classes)
     out = np.zeros((group_ids.max() + 1, k, k))
     np.add.at(out, (group_ids, [index[t] for t in y_true], [index[p] for p in y_pred]), 1)
@@ -78,17 +100,9 @@ def bootstrap_kappa(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], 
     """
     if len(y_true) == 0:
         return float("nan"), float("nan")
-    per_group = _grouped_confusions(y_true, y_pred, groups if groups is not None else range(len(y_true)), classes)
-    rng = np.random.default_rng(seed)
-    n_groups = per_group.shape[0]
-    counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)
-    cms = np.einsum("bg,gij->bij", counts, per_group)
-    kappas = np.array([kappa_from_confusion(cm, weights) for cm in cms])
-    kappas = kappas[~np.isnan(kappas)]
-    if kappas.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    return float(np.quantile(kappas, alpha)), float(np.quantile(kappas, 1 - alpha))
+    per_group = _grouped_confusions(y_true, y_pred, groups, classes)
+    cms = np.einsum("bg,gij->bij", _group_draws(per_group.shape[0], n_boot, seed), per_group)
+    return _percentile_interval(np.array([kappa_from_confusion(cm, weights) for cm in cms]), level)
 
 
 def paired_kappa_difference(y_true: Sequence, pred_a: Sequence, pred_b: Sequence, classes: Sequence[str],
@@ -106,19 +120,13 @@ def paired_kappa_difference(y_true: Sequence, pred_a: Sequence, pred_b: Sequence
     """
     if len(y_true) == 0:
         return float("nan"), (float("nan"), float("nan"))
-    groups = groups if groups is not None else range(len(y_true))
     per_a = _grouped_confusions(y_true, pred_a, groups, classes)
     per_b = _grouped_confusions(y_true, pred_b, groups, classes)
     delta = kappa_from_confusion(per_a.sum(axis=0)) - kappa_from_confusion(per_b.sum(axis=0))
-    n_groups = per_a.shape[0]
-    counts = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)
+    counts = _group_draws(per_a.shape[0], n_boot, seed)
     a = np.array([kappa_from_confusion(cm) for cm in np.einsum("bg,gij->bij", counts, per_a)])
     b = np.array([kappa_from_confusion(cm) for cm in np.einsum("bg,gij->bij", counts, per_b)])
-    deltas = (a - b)[~(np.isnan(a) | np.isnan(b))]
-    if deltas.size == 0:
-        return float(delta), (float("nan"), float("nan"))
-    alpha = (1 - level) / 2
-    return float(delta), (float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha)))
+    return float(delta), _percentile_interval(a - b, level)
 
 
 def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], student_in: Sequence[bool],
@@ -136,25 +144,18 @@ def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], stude
     (0.5, (0.0, (0.0, 0.0)))
     """
     names, key_ids = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
-    _, group_ids = np.unique(np.asarray(groups if groups is not None else range(len(keys)), dtype=object).astype(str),
-                             return_inverse=True)
+    group_ids = _group_ids(groups, len(keys))
     shape = (group_ids.max() + 1, len(names))
     rows, teacher, student = np.zeros(shape), np.zeros(shape), np.zeros(shape)
     np.add.at(rows, (group_ids, key_ids), 1)
     np.add.at(teacher, (group_ids, key_ids), np.asarray(teacher_in, dtype=float))
     np.add.at(student, (group_ids, key_ids), np.asarray(student_in, dtype=float))
-    counts = np.random.default_rng(seed).multinomial(shape[0], np.full(shape[0], 1 / shape[0]), size=n_boot)
+    counts = _group_draws(shape[0], n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample without a model's rows: nan, dropped
         teacher_rates, student_rates = (counts @ teacher) / (counts @ rows), (counts @ student) / (counts @ rows)
-    alpha = (1 - level) / 2
-
-    def interval(values):
-        values = values[~np.isnan(values)]
-        return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))) if values.size else (
-            float("nan"), float("nan"))
-
     point_teacher, point_student = teacher.sum(0) / rows.sum(0), student.sum(0) / rows.sum(0)
-    errors = {str(name): (float(point_student[j] - point_teacher[j]), interval(student_rates[:, j] - teacher_rates[:, j]))
+    errors = {str(name): (float(point_student[j] - point_teacher[j]),
+                          _percentile_interval(student_rates[:, j] - teacher_rates[:, j], level))
               for j, name in enumerate(names)}
     tau = None
     if len(names) >= 3:
@@ -163,7 +164,7 @@ def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], stude
             point = kendalltau(point_teacher, point_student).statistic
             taus = np.array([kendalltau(t, s).statistic for t, s in zip(teacher_rates, student_rates)
                              if not (np.isnan(t).any() or np.isnan(s).any())])
-        tau = None if point != point else (float(point), interval(taus))
+        tau = None if point != point else (float(point), _percentile_interval(taus, level))
     return {"errors": errors, "kendall_tau": tau}
 
 
