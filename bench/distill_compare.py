@@ -31,10 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.shared_data import gptfuzz_rows, write_rows, xstest_gpt4_rows  # noqa: E402
+from judge.backends.lexical import aligned_log_proba  # noqa: E402
 from judge.evaluate import benchmark_view  # noqa: E402
 from judge.metrics import agreement, paired_kappa_difference  # noqa: E402
 from judge.model import Judge, probs_array  # noqa: E402
@@ -101,7 +104,7 @@ def compare(key: str, overrides: dict, old: Path | None, work: Path) -> None:
     tfidf = fit_pipeline(split.train, "response", 10.0, None)
     texts = [render_text(r, "response") for r in test]
     baseline = list(tfidf.predict(texts))
-    tfidf_probs = tfidf.predict_proba(texts)[:, [list(tfidf.classes_).index(c) for c in scheme.classes]]
+    tfidf_probs = np.exp(aligned_log_proba(tfidf, texts, scheme.classes))
     out = [f"{'design':<8} {'shipped':<16} {'test kappa [95% CI]':<22}  {'- TF-IDF [paired 95% CI]':<25} "
            f"{'worst model, top labels: error [95% CI]':<30} {'same, mean probability':<30} {'wall s':>6}",
            line("tf-idf", test, baseline, baseline, scheme, None, "lexical/response", tfidf_probs)]

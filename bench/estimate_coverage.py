@@ -69,7 +69,7 @@ def draw(inputs: Inputs, truth: dict, n: int, rng: random.Random, design: str = 
         by_model[r.model].append(r.id)
     inputs.teacher, inputs.inclusion = {}, {}
     if design == "active":
-        rate = inputs.probs[:, [inputs.scheme.classes.index(c) for c in inputs.scheme.rate_labels]].sum(axis=1)
+        rate = inputs.scheme.rate_probability(inputs.probs)
         _, drawn = draw_per_group(inputs.records, n, per="model", seed=rng.randrange(1 << 30), design="active",
                                   uncertainty=np.sqrt(rate * (1 - rate)))
         inputs.teacher = {i: truth[i] for i in drawn}

@@ -67,8 +67,8 @@ def main() -> None:
         cv = cross_validate_lexical(records, folds, scheme, seed=seed)
         calibrated = cross_fitted_temperature(cv.probs, y, folds)
         student = {"top labels": np.isin(cv.probs.argmax(axis=1), in_rate).astype(float),
-                   "mean probability": cv.probs[:, in_rate].sum(axis=1),
-                   "+ temperature": calibrated[:, in_rate].sum(axis=1)}
+                   "mean probability": scheme.rate_probability(cv.probs),
+                   "+ temperature": scheme.rate_probability(calibrated)}
         cells = []
         for way, rate in student.items():
             errors = [100 * (rate[rows].mean() - teacher[rows].mean()) for rows, in models.values()]

@@ -566,7 +566,7 @@ def teacher_sample(dataset: Dataset, n: int | None, *, stratify_by: Sequence[str
         uncertainty = None
         if draw == "active":
             probs = student_probabilities(dataset.records, dataset.scheme, judge_dir)
-            rate = probs[:, [dataset.scheme.classes.index(c) for c in dataset.scheme.rate_labels]].sum(axis=1)
+            rate = dataset.scheme.rate_probability(probs)
             uncertainty = np.sqrt(rate * (1 - rate))  # the headline rate's error spread, if the student is calibrated
         return draw_per_group(dataset.records, n, per=per, seed=seed, design=draw, uncertainty=uncertainty)
     return stratified_sample(dataset.records, n, list(stratify_by), seed=seed), {}

@@ -391,9 +391,8 @@ def plan_labels(records: Sequence[Record], probs: np.ndarray, scheme: Scheme, *,
     learn from (out-of-fold or held out): `judge distill` hands over a free pilot of that kind. It holds
     for responses like these; a new model's may be harder or easier.
     """
-    rate = [scheme.classes.index(c) for c in scheme.rate_labels]
     y = np.array([r.label in scheme.rate_labels for r in records], dtype=float)
-    yhat = probs[:, rate].sum(axis=1)
+    yhat = scheme.rate_probability(probs)
 
     def plan(rows) -> dict:
         return {"n": int(len(rows)), "with_student": labels_needed(y[rows], yhat[rows], None, width, alpha=alpha),
@@ -417,7 +416,6 @@ def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: d
     covariance (positive when hard prompts are hard for both) is subtracted.
     """
     index = {name: {inputs.records[i].prompt_group: i for i in rows} for name, rows in groups.items()}
-    column = [inputs.scheme.classes.index(c) for c in inputs.scheme.rate_labels]
     pairs = []
     names = [n for n in groups if results[n].get("estimate") is not None]
     z = norm.ppf(1 - alpha / 2)
@@ -428,8 +426,8 @@ def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: d
                   for r in (ra, rb))
         shared = sorted(set(index[a]) & set(index[b]))
         if len(shared) > 2 and ra["interval"].startswith("ppi") and rb["interval"].startswith("ppi"):
-            ya = inputs.probs[[index[a][g] for g in shared]][:, column].sum(axis=1)
-            yb = inputs.probs[[index[b][g] for g in shared]][:, column].sum(axis=1)
+            ya = inputs.scheme.rate_probability(inputs.probs[[index[a][g] for g in shared]])
+            yb = inputs.scheme.rate_probability(inputs.probs[[index[b][g] for g in shared]])
             cov = ra["lam"] * rb["lam"] * np.cov(ya, yb)[0, 1] * len(shared) / (len(groups[a]) * len(groups[b]))
             var = max(var - 2 * cov, 1e-12)
         diff, se = ra["estimate"] - rb["estimate"], math.sqrt(var)

@@ -51,9 +51,9 @@ def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: 
     empty = {"field": field, "rate_name": scheme.rate, "rows": {}, "kendall_tau": None, "max_abs_error": None}
     if not keyed:
         return empty
-    in_rate = [scheme.classes.index(c) for c in scheme.rate_labels]
+    probs = None if probs is None else np.asarray(probs)
     student_in = (np.array([p in scheme.rate_labels for p in predicted], dtype=float) if probs is None
-                  else np.asarray(probs)[:, in_rate].sum(axis=1))
+                  else scheme.rate_probability(probs))
     keys = [str(getattr(records[i], field)) for i in keyed]
     boot = bootstrap_rate_errors(keys, [records[i].label in scheme.rate_labels for i in keyed], student_in[keyed],
                                  [records[i].prompt_group for i in keyed], seed=seed)
@@ -61,7 +61,7 @@ def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: 
     for key, (members,) in group_by(keys, keyed).items():
         t = rates([records[i].label for i in members], scheme.classes, scheme.rate_labels)
         s = rates([predicted[i] for i in members], scheme.classes, scheme.rate_labels,
-                  None if probs is None else np.asarray(probs)[members])
+                  None if probs is None else probs[members])
         error, error_ci = boot["errors"][key]
         rows[key] = {"n": t["n"], "teacher": t, "student": s, "error": error, "error_ci": error_ci,
                      "abs_error": abs(error)}

@@ -110,6 +110,11 @@ class Scheme:
             return float("nan")
         return sum(label in self.rate_labels for label in labels) / len(labels)
 
+    def rate_probability(self, probs):
+        """Each row's probability of the headline rate's labels (P(refuse) + P(warning) for the safety rate),
+        from an (n, classes) array whose columns are in `classes` order."""
+        return probs[:, [self.classes.index(c) for c in self.rate_labels]].sum(axis=1)
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
