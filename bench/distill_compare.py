@@ -122,6 +122,10 @@ def compare(key: str, overrides: dict, old: Path | None, work: Path) -> None:
     o = report["overall"]
     print(f"new design's own estimate: kappa {o['kappa']:.3f} [{o['kappa_ci'][0]:.3f}, {o['kappa_ci'][1]:.3f}] "
           f"({report['method']}); judge.json trained_on {report['trained_on']}", flush=True)
+    if report.get("calibration"):
+        from judge.calibrate import format_calibration
+
+        print(format_calibration(report["calibration"]), flush=True)
 
     if old is not None:
         started = time.perf_counter()

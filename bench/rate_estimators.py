@@ -7,8 +7,8 @@ its prompt. Per model, the student's rate minus the teacher's, three ways:
 
 - top labels: the share of rows whose most probable label is in the rate (classify and count);
 - mean probability: the mean of P(rate's labels), what `judge score` and the benchmark view report;
-- + temperature: the same after a temperature fitted on the other folds' out-of-fold rows (a variant
-  not shipped: it would let `judge distill` calibrate without held-apart labels).
+- + temperature: the same after the temperature `judge distill` fits on the out-of-fold rows
+  (`calibrate_out_of_fold`: each prompt group rescaled by a temperature fitted on the other groups).
 
 Reads ../shared/data; run with nice:
 
@@ -28,21 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.shared_data import write_rows, xstest_gpt4_rows  # noqa: E402
-from judge.calibrate import fit_temperature  # noqa: E402
+from judge.calibrate import calibrate_out_of_fold  # noqa: E402
 from judge.metrics import group_by  # noqa: E402
-from judge.model import softmax  # noqa: E402
 from judge.records import read_records  # noqa: E402
 from judge.splits import grouped_folds  # noqa: E402
 from judge.training.lexical import cross_validate_lexical  # noqa: E402
-
-
-def cross_fitted_temperature(probs: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
-    """Each fold's probabilities rescaled by a temperature fitted on the other folds' rows."""
-    logits, out = np.log(np.clip(probs, 1e-12, 1)), np.zeros_like(probs)
-    for fold in range(folds.k):
-        fit, held = folds.fit_rows(fold), folds.held(fold)
-        out[held] = softmax(logits[held], fit_temperature(logits[fit], y[fit]))
-    return out
 
 
 def main() -> None:
@@ -65,7 +55,7 @@ def main() -> None:
     for seed in range(args.seeds):
         folds = grouped_folds(records, 5, seed=seed)
         cv = cross_validate_lexical(records, folds, scheme, seed=seed)
-        calibrated = cross_fitted_temperature(cv.probs, y, folds)
+        calibrated, _ = calibrate_out_of_fold(cv.probs, records, scheme.classes, seed=seed)
         student = {"top labels": np.isin(cv.probs.argmax(axis=1), in_rate).astype(float),
                    "mean probability": scheme.rate_probability(cv.probs),
                    "+ temperature": scheme.rate_probability(calibrated)}

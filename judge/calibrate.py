@@ -2,9 +2,12 @@
 
 Temperature scaling (Guo et al. 2017) divides the logits by one fitted T, which changes the
 probabilities but never the predicted label. It is fitted on teacher labels kept apart from the
-training data (a calibration split or a fresh sample), as scikit-learn's calibration module
-advises. The temperature lands in judge.json ``meta["calibration"]``, which ``Judge.predict_proba``
-reads, so `judge score` and the escalation threshold use calibrated confidences.
+training data, as scikit-learn's calibration module advises. `judge distill` fits one on its
+winner's out-of-fold predictions (each row predicted by a fold model that never saw its prompt
+group: held apart in effect, with no label set aside); `judge calibrate` replaces it with one fitted
+on a calibration split or a fresh sample. The temperature lands in judge.json ``meta["calibration"]``,
+which ``Judge.predict_proba`` reads, so `judge score`, the rates and the escalation threshold use
+calibrated confidences.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+from sklearn.model_selection import GroupKFold
 
+from judge.backends.lexical import FLOOR
 from judge.errors import InputError
 from judge.metrics import agreement
 from judge.model import Judge, softmax
@@ -24,6 +29,7 @@ from judge.report import save_figure
 
 N_BINS = 15
 T_BOUNDS = (0.05, 20.0)
+CROSS_FIT_FOLDS = 5
 
 
 def label_indices(records: Sequence[Record], classes: Sequence[str]) -> np.ndarray:
@@ -114,6 +120,21 @@ def plot_reliability(before: list[dict], after: list[dict], path: str | Path, *,
     return save_figure(fig, path)
 
 
+def scaling_figures(logits: np.ndarray, y: np.ndarray, temperature: float, after: np.ndarray,
+                    n_bins: int = N_BINS) -> dict:
+    """The calibration block of judge.json: T, and ECE, Brier and NLL before scaling and after (`after`)."""
+    before = softmax(logits, 1.0)
+    return {"temperature": temperature,
+            "ece_before": expected_calibration_error(before, y, n_bins),
+            "ece_after": expected_calibration_error(after, y, n_bins),
+            "brier_before": brier_score(before, y),
+            "brier_after": brier_score(after, y),
+            "nll_before": nll(logits, y),
+            "nll_after": float(-np.log(np.clip(after[np.arange(len(y)), y], FLOOR, 1.0)).mean()),
+            "n": int(len(y)),
+            "bins": n_bins}
+
+
 def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | None = None,
               source: str | Path | None = None, png: str | Path | None = None, n_bins: int = N_BINS) -> dict:
     """Fit the temperature on teacher-labelled `records` and set ``judge.meta["calibration"]``.
@@ -127,24 +148,42 @@ def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | N
     logits = judge.logits(records) if logits is None else np.asarray(logits)
     temperature = fit_temperature(logits, y)
     before, after = softmax(logits, 1.0), softmax(logits, temperature)
-    result = {
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(before, y, n_bins),
-        "ece_after": expected_calibration_error(after, y, n_bins),
-        "brier_before": brier_score(before, y),
-        "brier_after": brier_score(after, y),
-        "nll_before": nll(logits, y),
-        "nll_after": nll(logits, y, temperature),
-        "n": int(len(y)),
-        "bins": n_bins,
-        "source": str(source) if source else None,
-        "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
-    }
+    result = {**scaling_figures(logits, y, temperature, after, n_bins), "fitted_on": "held-apart",
+              "source": str(source) if source else None,
+              "source_sha256": file_sha256(source) if source and Path(source).is_file() else None}
     judge.meta["calibration"] = result
     reliability = {"before": reliability_bins(before, y, n_bins), "after": reliability_bins(after, y, n_bins)}
     if png:
         plot_reliability(reliability["before"], reliability["after"], png, n_bins=n_bins)
     return {**result, "reliability": reliability, "png": str(png) if png else None}
+
+
+def calibrate_out_of_fold(probs: np.ndarray, records: Sequence[Record], classes: Sequence[str], *,
+                          seed: int = 0, n_bins: int = N_BINS) -> tuple[np.ndarray, dict | None]:
+    """(the out-of-fold `probs` recalibrated, the calibration block for judge.json), or (`probs`, None)
+    when the rows hold a single prompt group.
+
+    The block's T is fitted on every row: the refitted judge's temperature. The block's after-scaling
+    figures use a temperature cross-fitted over prompt groups (each group rescaled by one fitted on the
+    other groups), so no figure is measured on the rows that fitted it. T is applied only if that
+    lowers the log loss; otherwise (a temperature near 1 fitted on few rows, where its noise costs
+    more than it corrects) the block says so, the judge keeps T = 1 and `probs` come back unchanged.
+    """
+    y = label_indices(records, classes)
+    groups = [r.prompt_group for r in records]
+    k = min(CROSS_FIT_FOLDS, len(set(groups)))
+    if k < 2:
+        return probs, None
+    logits = np.log(np.clip(np.asarray(probs, dtype=float), FLOOR, 1.0))
+    cross_fitted = np.zeros_like(logits)
+    for fit, held in GroupKFold(k, shuffle=True, random_state=seed).split(logits, y, groups):
+        cross_fitted[held] = softmax(logits[held], fit_temperature(logits[fit], y[fit]))
+    figures = scaling_figures(logits, y, fit_temperature(logits, y), cross_fitted, n_bins)
+    block = {**figures, "fitted_on": "out-of-fold", "cross_fit_folds": k, "source": None,
+             "applied": figures["nll_after"] < figures["nll_before"]}
+    if block["applied"]:
+        return cross_fitted, block
+    return probs, {**block, "temperature": 1.0, "fitted_temperature": figures["temperature"]}
 
 
 def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -185,7 +224,14 @@ def format_drift(result: dict) -> str:
 
 
 def format_calibration(result: dict) -> str:
-    return (f"temperature {result['temperature']:.3f} fitted on {result['n']} teacher labels\n"
+    if result.get("fitted_on") == "out-of-fold":
+        fitted = (f"temperature {result.get('fitted_temperature', result['temperature']):.3f} fitted on {result['n']} "
+                  f"out-of-fold predictions; after it, cross-fitted over prompt groups ({result['cross_fit_folds']} folds), "
+                  f"log loss {result['nll_before']:.4f} -> {result['nll_after']:.4f}: "
+                  + ("applied" if result["applied"] else "no gain, not applied (the judge keeps T = 1)"))
+    else:
+        fitted = f"temperature {result['temperature']:.3f} fitted on {result['n']} teacher labels"
+    return (f"{fitted}\n"
             f"expected calibration error ({result['bins']} bins): {result['ece_before']:.4f} -> {result['ece_after']:.4f}\n"
             f"Brier score: {result['brier_before']:.4f} -> {result['brier_after']:.4f}"
             + (f"\nreliability diagram drawn to {result['png']}" if result.get("png") else ""))

@@ -72,12 +72,19 @@ def reproduce_commands(meta: dict, name: str) -> list[str]:
     sources = " ".join(_shown(s["path"]) for s in meta.get("data", {}).get("sources", [])) or "LABELS.jsonl"
     commands = [f"judge distill {sources} --out {name} {' '.join(flags)}".rstrip()]
     calibration = meta.get("calibration")
-    if calibration:
+    if calibration and calibration.get("fitted_on") != "out-of-fold":  # distill refits the out-of-fold one itself
         source = _shown(calibration["source"]) if calibration.get("source") else "CALIB.jsonl"
         commands.append(f"judge calibrate --judge {name} {source}"
                         + (f" --target-kappa {meta['escalation']['target_kappa']}" if meta.get("escalation") else ""))
     commands.append(f"judge card --judge {name} -o MODEL_CARD.md")
     return commands
+
+
+def calibration_table(calibration: dict) -> str:
+    return markdown_table(["", "before", "after"],
+                          [[f"expected calibration error ({calibration.get('bins', 15)} bins)",
+                            f"{calibration['ece_before']:.4f}", f"{calibration['ece_after']:.4f}"],
+                           ["Brier score", f"{calibration['brier_before']:.4f}", f"{calibration['brier_after']:.4f}"]]) + "\n"
 
 
 def student_lines(meta: dict) -> list[str]:
@@ -207,14 +214,22 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
 
     calibration = meta.get("calibration")
     out.append("## Calibration\n")
-    if calibration:
+    if calibration and calibration.get("fitted_on") == "out-of-fold":
+        fitted = calibration.get("fitted_temperature", calibration["temperature"])
+        out += [f"Temperature scaling fitted by `judge distill` on the {calibration['n']} out-of-fold predictions of its "
+                "cross-validation (each response scored by a fold model that never saw its prompt group): "
+                f"T = {fitted:.3f}. The figures after scaling use a temperature cross-fitted over "
+                f"prompt groups ({calibration['cross_fit_folds']} folds), so none is measured on the rows that fitted it"
+                + (". " if calibration["applied"] else
+                   f"; there it did not lower the log loss ({calibration['nll_before']:.4f} -> "
+                   f"{calibration['nll_after']:.4f}), so it is not applied: the judge keeps T = 1. ")
+                + f"`judge calibrate --judge {where} CALIB.jsonl` replaces it with one fitted on fresh teacher labels.\n",
+                calibration_table(calibration)]
+    elif calibration:
         out += [f"Temperature scaling fitted on {calibration['n']} teacher-labelled responses kept apart from training"
                 + (f" (`{calibration['source']}`" + (f", SHA-256 `{calibration['source_sha256'][:16]}…`" if calibration.get("source_sha256") else "") + ")"
                    if calibration.get("source") else "") + f": T = {calibration['temperature']:.3f}.\n",
-                markdown_table(["", "before", "after"],
-                               [[f"expected calibration error ({calibration.get('bins', 15)} bins)",
-                                 f"{calibration['ece_before']:.4f}", f"{calibration['ece_after']:.4f}"],
-                                ["Brier score", f"{calibration['brier_before']:.4f}", f"{calibration['brier_after']:.4f}"]]) + "\n"]
+                calibration_table(calibration)]
     else:
         out.append(f"Not calibrated: run `judge calibrate --judge {where} CALIB.jsonl` on teacher labels kept apart from training.\n")
 
@@ -273,8 +288,19 @@ def format_info(info: dict) -> str:
         low, high = agreement["kappa_ci"]
         lines.append(f"agreement   kappa {agreement['kappa']:.3f} [95% CI {low:.3f}, {high:.3f}] on {agreement['n']} rows"
                      + (f": {agreement['method']}" if agreement.get("method") else ""))
-    lines.append(f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration.get('n', '?')} rows"
-                 if calibration else "calibration none (`judge calibrate` fits a temperature on held-apart labels)")
+    lines.append(calibration_line(calibration))
     lines += [f"missing     {m}" for m in info["missing"]]
     lines.append(f"written     {info['created']} by judge-distill {info['judge_version']}")
     return "\n".join(lines)
+
+
+def calibration_line(calibration: dict | None) -> str:
+    """`judge info`'s calibration line: which temperature the judge applies, and what it was fitted on."""
+    if not calibration:
+        return "calibration none (`judge calibrate` fits a temperature on held-apart labels)"
+    if calibration.get("fitted_on") != "out-of-fold":
+        return f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration.get('n', '?')} held-apart rows"
+    if calibration["applied"]:
+        return f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration['n']} out-of-fold predictions"
+    return (f"calibration none: the temperature fitted on {calibration['n']} out-of-fold predictions "
+            f"({calibration['fitted_temperature']:.3f}) lowered no log loss across prompt groups")

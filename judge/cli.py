@@ -96,6 +96,7 @@ def distill(
     base_url: BaseUrl = None,
 ) -> None:
     """Train a student on teacher labels; write a judge artifact and its held-out agreement report."""
+    from judge.calibrate import format_calibration
     from judge.records import read_records
     from judge.report import format_agreement
     from judge.training.config import TrainConfig, parse_overrides
@@ -128,6 +129,8 @@ def distill(
     typer.echo(f"\nagreement with the teacher on held-out prompt groups ({dataset.scheme.name}), student {report['student']} "
                f"refitted on {report['trained_on']} rows; {report['method']}:")
     typer.echo(format_agreement(report))
+    if report.get("calibration"):
+        typer.echo(f"\n{format_calibration(report['calibration'])}")
     typer.echo(f"\njudge written to {out}")
 
 

@@ -81,7 +81,12 @@ def test_version_and_info_say_what_a_judge_is(tiny_judge, tmp_path):
     agreement = meta["agreement"]
     assert f"trained on  {meta['data']['trained_on']} of 150 labelled rows" in result.output
     assert f"kappa {agreement['kappa']:.3f} [95% CI {agreement['kappa_ci'][0]:.3f}" in result.output
-    assert "scheme      vlsbench: refuse, warning, unsafe" in result.output and "calibration none" in result.output
+    assert "scheme      vlsbench: refuse, warning, unsafe" in result.output
+    calibration = meta["calibration"]  # distill's own, from the winner's out-of-fold predictions
+    assert calibration["fitted_on"] == "out-of-fold" and calibration["n"] == meta["agreement"]["n"]
+    assert ((f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration['n']} out-of-fold "
+             "predictions") if calibration["applied"] else
+            f"calibration none: the temperature fitted on {calibration['n']} out-of-fold predictions") in result.output
     info = json.loads(runner.invoke(app, ["info", tiny_judge, "--output-format", "json"]).output)
     assert info["kind"] == "transformer" and info["trained_on"] == meta["data"]["trained_on"] and info["missing"] == []
     result = runner.invoke(app, ["info", str(tmp_path)])

@@ -2,18 +2,19 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from judge.cli import app
-from judge.calibrate import brier_score, expected_calibration_error, fit_temperature, nll
+from judge.calibrate import brier_score, calibrate_out_of_fold, expected_calibration_error, fit_temperature, nll
 from judge.card import render_card
 from judge.escalate import choose_threshold, cost_summary, escalation_curve, stored_threshold
 from judge.metrics import bootstrap_kappa, kappa_from_confusion
 from judge.model import Judge, softmax
-from judge.records import read_records
+from judge.records import Record, read_records
 from judge.score import score_records
 from tests.openai_server import ScriptedOpenAI
 from tests.tiny import PHRASES, synthetic_rows, write_jsonl
@@ -161,6 +162,45 @@ def test_temperature_is_recovered_from_logits_drawn_with_a_known_temperature():
     assert expected_calibration_error(softmax(logits, fitted), y) < expected_calibration_error(softmax(logits), y) / 3
 
 
+def test_out_of_fold_temperature_is_cross_fitted_over_prompt_groups():
+    """distill's temperature: fitted on every out-of-fold row for the judge, cross-fitted for the figures."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 4, size=(3000, 3))
+    y = np.array([rng.choice(3, p=row) for row in softmax(logits, 2.5)])
+    classes = ("refuse", "warning", "unsafe")
+    records = [Record(id=str(i), question="q", response="r", label=classes[y[i]], group=f"g{i // 6}")
+               for i in range(len(y))]
+    overconfident = softmax(logits)
+    calibrated, block = calibrate_out_of_fold(overconfident, records, classes, seed=0)
+    assert block["fitted_on"] == "out-of-fold" and block["n"] == 3000 and block["cross_fit_folds"] == 5
+    assert block["temperature"] == pytest.approx(2.5, rel=0.1)
+    assert block["ece_after"] < block["ece_before"] / 3 and block["brier_after"] < block["brier_before"]
+    assert (calibrated.argmax(axis=1) == overconfident.argmax(axis=1)).all()  # a temperature never moves a label
+    assert block["ece_after"] == pytest.approx(expected_calibration_error(calibrated, y))
+    # a group's calibrated probabilities do not depend on its own labels: no figure is measured on the rows that fitted T
+    flipped = [replace(r, label=classes[(classes.index(r.label) + 1) % 3]) if r.prompt_group == "g7" else r
+               for r in records]
+    again, _ = calibrate_out_of_fold(overconfident, flipped, classes, seed=0)
+    own = [i for i, r in enumerate(records) if r.prompt_group == "g7"]
+    assert np.array_equal(again[own], calibrated[own]) and not np.array_equal(again, calibrated)
+    assert block["applied"] and block["nll_after"] < block["nll_before"]
+    # already calibrated, few rows: the fitted T is noise, which held-apart groups see; then it is not applied
+    kept_raw = 0
+    for seed in range(20):
+        small = np.random.default_rng(seed).normal(0, 2, size=(60, 3))
+        truth = [classes[np.random.default_rng(seed + 100).choice(3, p=row)] for row in softmax(small)]
+        rows = [Record(id=str(i), response="r", label=truth[i], group=f"g{i // 3}") for i in range(60)]
+        out, fit = calibrate_out_of_fold(softmax(small), rows, classes, seed=seed)
+        assert fit["applied"] == (fit["nll_after"] < fit["nll_before"])
+        if not fit["applied"]:
+            kept_raw += 1
+            assert fit["temperature"] == 1.0 and fit["fitted_temperature"] > 0 and np.array_equal(out, softmax(small))
+    assert kept_raw > 0
+    # one prompt group: nothing to cross-fit over, the probabilities come back as they were
+    same, none = calibrate_out_of_fold(overconfident[:6], records[:6], classes)
+    assert none is None and np.array_equal(same, overconfident[:6])
+
+
 # -- escalation --------------------------------------------------------------------------------
 
 def test_escalation_curve_on_a_hand_made_array():
@@ -258,13 +298,18 @@ def judge_copy(tiny_judge, tmp_path):
 
 
 def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
+    distilled = json.loads((judge_copy / "judge.json").read_text())["calibration"]
+    card = render_card(judge_copy)  # distill's out-of-fold temperature: said so, and not a `judge calibrate` to rerun
+    assert f"on the {distilled['n']} out-of-fold predictions" in card and f"T = {distilled['temperature']:.3f}" in card
+    assert "CALIB.jsonl` replaces it with one fitted on fresh teacher labels" in card
+    assert not any(line.startswith("judge calibrate") for line in card.split("## Reproduce")[1].splitlines())
     calib = write_jsonl(tmp_path / "calib.jsonl", synthetic_rows(60, seed=5))
     result = runner.invoke(app, ["calibrate", str(calib), "--judge", str(judge_copy), "--target-kappa", "0.95"])
     assert result.exit_code == 0, result.output
     meta = json.loads((judge_copy / "judge.json").read_text())
     calibration = meta["calibration"]
     assert {"temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n", "source_sha256"} <= set(calibration)
-    assert calibration["n"] == 60 and calibration["temperature"] > 0
+    assert calibration["n"] == 60 and calibration["temperature"] > 0 and calibration["fitted_on"] == "held-apart"
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 is among the candidates
     assert (judge_copy / "reliability.png").stat().st_size > 1000
     assert Judge.load(judge_copy).temperature == calibration["temperature"]

@@ -22,7 +22,7 @@ from judge.card import student_lines
 from judge.cli import app
 from judge.errors import InputError
 from judge.metrics import paired_kappa_difference
-from judge.model import Judge, write_meta
+from judge.model import Judge, softmax, write_meta
 from judge.records import read_records
 from judge.splits import grouped_folds
 from judge.training.config import TrainConfig
@@ -460,7 +460,8 @@ def test_probe_reads_a_frozen_backbone_once_chooses_its_layer_out_of_fold_and_sc
     assert len(judge.encoder.model.layers) == 4  # the two deeper layers are never built
     encoder = Encoder(BackboneRef("tiny", tiny_llama), 4, [2, 3, 4], 48, dtype=torch.float32)
     features = encoder.features(records, meta["view"])[settings["layer"]]
-    expected = np.exp(aligned_log_proba(load_estimator(tmp_path / "run" / MODEL_FILE), features, dataset.scheme.classes))
+    logits = aligned_log_proba(load_estimator(tmp_path / "run" / MODEL_FILE), features, dataset.scheme.classes)
+    expected = softmax(logits, judge.temperature)  # distill's out-of-fold temperature, when it applied one
     np.testing.assert_allclose(judge.predict_proba(records), expected, atol=1e-5)
     np.testing.assert_allclose(judge.predict_proba(records[:5], batch_size=1), expected[:5], atol=1e-5)
     assert searched_layers(30) == [10, 15, 20] and searched_layers(1) == [1]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from judge.calibrate import calibrate_out_of_fold
 from judge.errors import InputError
 from judge.estimate import plan_labels, row_key
 from judge.evaluate import evaluate
@@ -76,6 +77,8 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     ``config.student`` picks the student (auto: the portfolio within ``config.budget``; the rules are
     in judge/training/portfolio.py). Agreement is the winner's out-of-fold agreement, or, with
     ``config.holdout`` > 0, its agreement on that untouched test split (the rest trains the judge).
+    The judge's temperature is fitted on the winner's out-of-fold predictions (judge/calibrate.py), so
+    its probabilities, and the per-model rates taken from them, are calibrated from the start.
     Returns the agreement report plus the leaderboard (also ``report.json``). Under ``torchrun`` or
     ``accelerate launch`` every rank trains each transformer together and rank 0 alone writes the
     artifact (judge/training/ranks.py); the other ranks return an empty dict.
@@ -114,11 +117,16 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
 
     covered = np.flatnonzero(winner.covered)
     oof_rows = [rows[i] for i in covered]
-    oof_labels = top_labels(winner.probs[covered], dataset.scheme.classes)
+    oof_labels = top_labels(winner.probs[covered], dataset.scheme.classes)  # a temperature never moves the top label
+    oof_probs, calibration = calibrate_out_of_fold(winner.probs[covered], oof_rows, dataset.scheme.classes,
+                                                   seed=config.seed)
     cv = {"method": cv_method(winner, portfolio.folds.k),
-          **evaluate(oof_rows, oof_labels, dataset.scheme, probs=winner.probs[covered], seed=config.seed)}
+          **evaluate(oof_rows, oof_labels, dataset.scheme, probs=oof_probs, seed=config.seed)}
     if test:
-        predictions = Judge.load(out).predict(test, progress=progress)
+        shipped_judge = Judge.load(out)
+        if calibration:
+            shipped_judge.meta["calibration"] = calibration
+        predictions = shipped_judge.predict(test, progress=progress)
         report = {"split": "test", "method": f"held-out test split: {len(test)} rows from "
                   f"{len({r.prompt_group for r in test})} prompt groups used neither to train nor to choose, "
                   "95% group-bootstrap interval",
@@ -130,13 +138,14 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
                  "tie_margin": config.tie_margin}
     leaderboard = portfolio.leaderboard()
     report.update(student=winner.candidate, leaderboard=leaderboard, selection=selection, trained_on=len(rows),
-                  labels_plan=plan_labels(oof_rows, winner.probs[covered], dataset.scheme))
+                  labels_plan=plan_labels(oof_rows, oof_probs, dataset.scheme), calibration=calibration)
     if test:
         report["cv"] = {"method": cv["method"], "overall": cv["overall"]}
     meta = {**refit_meta, "data": data_summary(dataset, rows, test, portfolio.folds.k), "teacher": teacher_summary(labelled),
             "leaderboard": leaderboard, "selection": selection, "agreement": headline(report),
             # `test` is the training-time agreement calibrate's drift check and the card compare with
-            "metrics": {"test": report["overall"], "cv": headline(cv)}}
+            "metrics": {"test": report["overall"], "cv": headline(cv)},
+            **({"calibration": calibration} if calibration else {})}
     write_meta(out, meta)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     if test:
