@@ -11,6 +11,7 @@ threshold that reaches kappa 0.9 on the calibration split and writes the model c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.shared_data import xstest_gpt4_rows  # noqa: E402
-from judge.calibrate import calibrate  # noqa: E402
+from judge.calibrate import calibrate, format_calibration  # noqa: E402
 from judge.card import render_card, reproduce_commands  # noqa: E402
 from judge.escalate import escalation_plan  # noqa: E402
 from judge.model import Judge  # noqa: E402
@@ -62,6 +63,8 @@ def main() -> None:
         distill(read_records(train_file, scheme="vlsbench"), args.out, config)
 
     judge = Judge.load(args.out)
+    # distill's out-of-fold temperature (report.json keeps it; calibrate replaces judge.json's): the two should agree
+    out_of_fold = json.loads((args.out / "report.json").read_text(encoding="utf-8")).get("calibration")
     calib_records = read_records(calib_file, scheme=judge.scheme).records
     result = calibrate(judge, calib_records, source=calib_file, png=args.out / "reliability.png")
     plan = escalation_plan(judge, calib_records, target_kappa=args.target_kappa, source=calib_file)
@@ -70,8 +73,10 @@ def main() -> None:
                 *reproduce_commands(judge.meta, str(args.out))]
     args.card.write_text(render_card(args.out, commands=commands), encoding="utf-8")
 
+    if out_of_fold:
+        print(format_calibration(out_of_fold))
     print(f"temperature {result['temperature']:.3f}  ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}  "
-          f"Brier {result['brier_before']:.4f} -> {result['brier_after']:.4f}  (n={result['n']})")
+          f"Brier {result['brier_before']:.4f} -> {result['brier_after']:.4f}  (n={result['n']}, held apart)")
     if plan["threshold"] is None:
         print(f"kappa {args.target_kappa} is out of reach even sending everything to the teacher")
     else:

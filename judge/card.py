@@ -226,9 +226,14 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
                 + f"`judge calibrate --judge {where} CALIB.jsonl` replaces it with one fitted on fresh teacher labels.\n",
                 calibration_table(calibration)]
     elif calibration:
+        distilled = report.get("calibration")  # what `judge distill` fitted out of fold, before this replaced it
         out += [f"Temperature scaling fitted on {calibration['n']} teacher-labelled responses kept apart from training"
                 + (f" (`{calibration['source']}`" + (f", SHA-256 `{calibration['source_sha256'][:16]}…`" if calibration.get("source_sha256") else "") + ")"
-                   if calibration.get("source") else "") + f": T = {calibration['temperature']:.3f}.\n",
+                   if calibration.get("source") else "") + f": T = {calibration['temperature']:.3f}."
+                + (f" It replaces the T = {distilled.get('fitted_temperature', distilled['temperature']):.3f} `judge distill` "
+                   f"fitted on its {distilled['n']} out-of-fold predictions"
+                   + ("" if distilled["applied"] else " (not applied: no gain across prompt groups)") + "."
+                   if distilled else "") + "\n",
                 calibration_table(calibration)]
     else:
         out.append(f"Not calibrated: run `judge calibrate --judge {where} CALIB.jsonl` on teacher labels kept apart from training.\n")

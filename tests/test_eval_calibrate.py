@@ -299,8 +299,9 @@ def judge_copy(tiny_judge, tmp_path):
 
 def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     distilled = json.loads((judge_copy / "judge.json").read_text())["calibration"]
+    fitted = distilled.get("fitted_temperature", distilled["temperature"])
     card = render_card(judge_copy)  # distill's out-of-fold temperature: said so, and not a `judge calibrate` to rerun
-    assert f"on the {distilled['n']} out-of-fold predictions" in card and f"T = {distilled['temperature']:.3f}" in card
+    assert f"on the {distilled['n']} out-of-fold predictions" in card and f"T = {fitted:.3f}" in card
     assert "CALIB.jsonl` replaces it with one fitted on fresh teacher labels" in card
     assert not any(line.startswith("judge calibrate") for line in card.split("## Reproduce")[1].splitlines())
     calib = write_jsonl(tmp_path / "calib.jsonl", synthetic_rows(60, seed=5))
@@ -328,7 +329,8 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     assert result.exit_code == 2 and "DEGRADED" in result.output, result.output
 
     card = render_card(judge_copy)
-    assert f"T = {calibration['temperature']:.3f}" in card
+    assert f"T = {calibration['temperature']:.3f}. It replaces the T = " in card  # distill's, kept in report.json
+    assert f"{fitted:.3f} `judge distill` fitted on its {distilled['n']} out-of-fold predictions" in card
     assert f"{meta['metrics']['test']['kappa']:.3f}" in card
     assert "does not see images" in card and "## Reproduce" in card and f"judge calibrate --judge {judge_copy} {calib}" in card
     assert "| teacher \\ student |" in card and "## Escalation" in card
