@@ -30,6 +30,7 @@ from judge.report import save_figure
 N_BINS = 15
 T_BOUNDS = (0.05, 20.0)
 CROSS_FIT_FOLDS = 5
+OUT_OF_FOLD = "out-of-fold"  # the `fitted_on` of the temperature `judge distill` fits ("held-apart": `judge calibrate`)
 
 
 def label_indices(records: Sequence[Record], classes: Sequence[str]) -> np.ndarray:
@@ -179,11 +180,21 @@ def calibrate_out_of_fold(probs: np.ndarray, records: Sequence[Record], classes:
     for fit, held in GroupKFold(k, shuffle=True, random_state=seed).split(logits, y, groups):
         cross_fitted[held] = softmax(logits[held], fit_temperature(logits[fit], y[fit]))
     figures = scaling_figures(logits, y, fit_temperature(logits, y), cross_fitted, n_bins)
-    block = {**figures, "fitted_on": "out-of-fold", "cross_fit_folds": k, "source": None,
+    block = {**figures, "fitted_on": OUT_OF_FOLD, "cross_fit_folds": k, "source": None,
              "applied": figures["nll_after"] < figures["nll_before"]}
     if block["applied"]:
         return cross_fitted, block
     return probs, {**block, "temperature": 1.0, "fitted_temperature": figures["temperature"]}
+
+
+def out_of_fold(calibration: dict | None) -> bool:
+    """Whether a calibration block is the temperature `judge distill` fitted on out-of-fold predictions."""
+    return bool(calibration) and calibration.get("fitted_on") == OUT_OF_FOLD
+
+
+def fitted_temperature(calibration: dict) -> float:
+    """The T that was fitted, applied or not (an out-of-fold one that gave no gain is stored as T = 1)."""
+    return calibration.get("fitted_temperature", calibration["temperature"])
 
 
 def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -224,8 +235,8 @@ def format_drift(result: dict) -> str:
 
 
 def format_calibration(result: dict) -> str:
-    if result.get("fitted_on") == "out-of-fold":
-        fitted = (f"temperature {result.get('fitted_temperature', result['temperature']):.3f} fitted on {result['n']} "
+    if out_of_fold(result):
+        fitted = (f"temperature {fitted_temperature(result):.3f} fitted on {result['n']} "
                   f"out-of-fold predictions; after it, cross-fitted over prompt groups ({result['cross_fit_folds']} folds), "
                   f"log loss {result['nll_before']:.4f} -> {result['nll_after']:.4f}: "
                   + ("applied" if result["applied"] else "no gain, not applied (the judge keeps T = 1)"))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from judge.backbones import PRESETS
+from judge.calibrate import fitted_temperature, out_of_fold
 from judge.errors import InputError
 from judge.escalate import format_confidence
 from judge.model import ARTIFACT_FILE
@@ -72,7 +73,7 @@ def reproduce_commands(meta: dict, name: str) -> list[str]:
     sources = " ".join(_shown(s["path"]) for s in meta.get("data", {}).get("sources", [])) or "LABELS.jsonl"
     commands = [f"judge distill {sources} --out {name} {' '.join(flags)}".rstrip()]
     calibration = meta.get("calibration")
-    if calibration and calibration.get("fitted_on") != "out-of-fold":  # distill refits the out-of-fold one itself
+    if calibration and not out_of_fold(calibration):  # distill refits the out-of-fold one itself
         source = _shown(calibration["source"]) if calibration.get("source") else "CALIB.jsonl"
         commands.append(f"judge calibrate --judge {name} {source}"
                         + (f" --target-kappa {meta['escalation']['target_kappa']}" if meta.get("escalation") else ""))
@@ -214,11 +215,10 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
 
     calibration = meta.get("calibration")
     out.append("## Calibration\n")
-    if calibration and calibration.get("fitted_on") == "out-of-fold":
-        fitted = calibration.get("fitted_temperature", calibration["temperature"])
+    if out_of_fold(calibration):
         out += [f"Temperature scaling fitted by `judge distill` on the {calibration['n']} out-of-fold predictions of its "
                 "cross-validation (each response scored by a fold model that never saw its prompt group): "
-                f"T = {fitted:.3f}. The figures after scaling use a temperature cross-fitted over "
+                f"T = {fitted_temperature(calibration):.3f}. The figures after scaling use a temperature cross-fitted over "
                 f"prompt groups ({calibration['cross_fit_folds']} folds), so none is measured on the rows that fitted it"
                 + (". " if calibration["applied"] else
                    f"; there it did not lower the log loss ({calibration['nll_before']:.4f} -> "
@@ -230,7 +230,7 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
         out += [f"Temperature scaling fitted on {calibration['n']} teacher-labelled responses kept apart from training"
                 + (f" (`{calibration['source']}`" + (f", SHA-256 `{calibration['source_sha256'][:16]}…`" if calibration.get("source_sha256") else "") + ")"
                    if calibration.get("source") else "") + f": T = {calibration['temperature']:.3f}."
-                + (f" It replaces the T = {distilled.get('fitted_temperature', distilled['temperature']):.3f} `judge distill` "
+                + (f" It replaces the T = {fitted_temperature(distilled):.3f} `judge distill` "
                    f"fitted on its {distilled['n']} out-of-fold predictions"
                    + ("" if distilled["applied"] else " (not applied: no gain across prompt groups)") + "."
                    if distilled else "") + "\n",
@@ -303,9 +303,9 @@ def calibration_line(calibration: dict | None) -> str:
     """`judge info`'s calibration line: which temperature the judge applies, and what it was fitted on."""
     if not calibration:
         return "calibration none (`judge calibrate` fits a temperature on held-apart labels)"
-    if calibration.get("fitted_on") != "out-of-fold":
+    if not out_of_fold(calibration):
         return f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration.get('n', '?')} held-apart rows"
     if calibration["applied"]:
         return f"calibration temperature {calibration['temperature']:.3f} fitted on {calibration['n']} out-of-fold predictions"
     return (f"calibration none: the temperature fitted on {calibration['n']} out-of-fold predictions "
-            f"({calibration['fitted_temperature']:.3f}) lowered no log loss across prompt groups")
+            f"({fitted_temperature(calibration):.3f}) lowered no log loss across prompt groups")
