@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from judge.backbones import PRESETS
-from judge.calibrate import fitted_temperature, out_of_fold
+from judge.calibrate import N_BINS, fitted_temperature, out_of_fold
 from judge.errors import InputError
 from judge.escalate import format_confidence
 from judge.model import ARTIFACT_FILE
@@ -83,7 +83,7 @@ def reproduce_commands(meta: dict, name: str) -> list[str]:
 
 def calibration_table(calibration: dict) -> str:
     return markdown_table(["", "before", "after"],
-                          [[f"expected calibration error ({calibration.get('bins', 15)} bins)",
+                          [[f"expected calibration error ({calibration.get('bins', N_BINS)} bins)",
                             f"{calibration['ece_before']:.4f}", f"{calibration['ece_after']:.4f}"],
                            ["Brier score", f"{calibration['brier_before']:.4f}", f"{calibration['brier_after']:.4f}"]]) + "\n"
 

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from judge.cli import app
-from judge.calibrate import brier_score, calibrate_out_of_fold, expected_calibration_error, fit_temperature, nll
+from judge.calibrate import (brier_score, calibrate_out_of_fold, expected_calibration_error, fit_temperature,
+                             fitted_temperature, nll)
 from judge.card import render_card
 from judge.escalate import choose_threshold, cost_summary, escalation_curve, stored_threshold
 from judge.metrics import bootstrap_kappa, kappa_from_confusion
@@ -299,7 +300,7 @@ def judge_copy(tiny_judge, tmp_path):
 
 def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     distilled = json.loads((judge_copy / "judge.json").read_text())["calibration"]
-    fitted = distilled.get("fitted_temperature", distilled["temperature"])
+    fitted = fitted_temperature(distilled)
     card = render_card(judge_copy)  # distill's out-of-fold temperature: said so, and not a `judge calibrate` to rerun
     assert f"on the {distilled['n']} out-of-fold predictions" in card and f"T = {fitted:.3f}" in card
     assert "CALIB.jsonl` replaces it with one fitted on fresh teacher labels" in card
