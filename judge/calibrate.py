@@ -20,10 +20,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.model_selection import GroupKFold
 
-from judge.backends.lexical import FLOOR
 from judge.errors import InputError
 from judge.metrics import agreement
-from judge.model import Judge, softmax
+from judge.model import Judge, floored_log, softmax
 from judge.records import Record, file_sha256
 from judge.report import save_figure
 
@@ -52,20 +51,14 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = N
     >>> round(expected_calibration_error(p, np.array([0, 1, 1, 0]), n_bins=4), 6)  # 0.5*0.15 + 0.5*0.35
     0.25
     """
-    probs = np.asarray(probs, dtype=float)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y)
-    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bins):
-        inside = bins == b
-        ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(ece)
+    bins = reliability_bins(probs, y, n_bins)
+    n = sum(b["n"] for b in bins)
+    return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins))
 
 
 def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> list[dict]:
     """Per non-empty bin: its range, count, mean confidence and accuracy (the reliability diagram's data)."""
-    confidence = np.asarray(probs).max(axis=1)
+    confidence = np.asarray(probs, dtype=float).max(axis=1)
     correct = np.asarray(probs).argmax(axis=1) == np.asarray(y)
     bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
     return [{"low": float(b / n_bins), "high": float((b + 1) / n_bins), "n": int((bins == b).sum()),
@@ -121,17 +114,17 @@ def plot_reliability(before: list[dict], after: list[dict], path: str | Path, *,
     return save_figure(fig, path)
 
 
-def scaling_figures(logits: np.ndarray, y: np.ndarray, temperature: float, after: np.ndarray,
-                    n_bins: int = N_BINS) -> dict:
-    """The calibration block of judge.json: T, and ECE, Brier and NLL before scaling and after (`after`)."""
-    before = softmax(logits, 1.0)
+def scaling_figures(logits: np.ndarray, y: np.ndarray, temperature: float, before: np.ndarray,
+                    after: np.ndarray, n_bins: int = N_BINS) -> dict:
+    """The calibration block of judge.json: T, and ECE, Brier and NLL before scaling (`before`, the
+    softmax of `logits`) and after (`after`)."""
     return {"temperature": temperature,
             "ece_before": expected_calibration_error(before, y, n_bins),
             "ece_after": expected_calibration_error(after, y, n_bins),
             "brier_before": brier_score(before, y),
             "brier_after": brier_score(after, y),
             "nll_before": nll(logits, y),
-            "nll_after": float(-np.log(np.clip(after[np.arange(len(y)), y], FLOOR, 1.0)).mean()),
+            "nll_after": float(-floored_log(after[np.arange(len(y)), y]).mean()),
             "n": int(len(y)),
             "bins": n_bins}
 
@@ -149,7 +142,7 @@ def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | N
     logits = judge.logits(records) if logits is None else np.asarray(logits)
     temperature = fit_temperature(logits, y)
     before, after = softmax(logits, 1.0), softmax(logits, temperature)
-    result = {**scaling_figures(logits, y, temperature, after, n_bins), "fitted_on": "held-apart",
+    result = {**scaling_figures(logits, y, temperature, before, after, n_bins), "fitted_on": "held-apart",
               "source": str(source) if source else None,
               "source_sha256": file_sha256(source) if source and Path(source).is_file() else None}
     judge.meta["calibration"] = result
@@ -175,11 +168,11 @@ def calibrate_out_of_fold(probs: np.ndarray, records: Sequence[Record], classes:
     k = min(CROSS_FIT_FOLDS, len(set(groups)))
     if k < 2:
         return probs, None
-    logits = np.log(np.clip(np.asarray(probs, dtype=float), FLOOR, 1.0))
+    logits = floored_log(probs)
     cross_fitted = np.zeros_like(logits)
     for fit, held in GroupKFold(k, shuffle=True, random_state=seed).split(logits, y, groups):
         cross_fitted[held] = softmax(logits[held], fit_temperature(logits[fit], y[fit]))
-    figures = scaling_figures(logits, y, fit_temperature(logits, y), cross_fitted, n_bins)
+    figures = scaling_figures(logits, y, fit_temperature(logits, y), softmax(logits, 1.0), cross_fitted, n_bins)
     block = {**figures, "fitted_on": OUT_OF_FOLD, "cross_fit_folds": k, "source": None,
              "applied": figures["nll_after"] < figures["nll_before"]}
     if block["applied"]:

@@ -45,11 +45,20 @@ def probs_array(predictions: Sequence[Prediction], classes: Sequence[str]) -> np
     return np.array([[p.probs[c] for c in classes] for p in predictions], dtype=float).reshape(len(predictions), len(classes))
 
 
+# Probability floor: the log of a probability of zero (a class an estimator never saw) stands for -inf.
+FLOOR = 1e-9
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def floored_log(probs: np.ndarray) -> np.ndarray:
+    """Probabilities back to logits (softmax's inverse up to a constant), a zero floored to FLOOR."""
+    return np.log(np.clip(np.asarray(probs, dtype=float), FLOOR, 1.0))
 
 
 class Judge:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from judge.backends.lexical import FLOOR, aligned_log_proba, load_estimator
-from judge.model import Judge
+from judge.backends.lexical import aligned_log_proba, load_estimator
+from judge.model import Judge, floored_log
 from judge.records import Record
 
 COMBINER_FILE = "combiner.skops"
@@ -22,7 +22,7 @@ COMBINER_FILE = "combiner.skops"
 
 def stack_features(member_probs: Sequence[np.ndarray]) -> np.ndarray:
     """The combiner's input: every member's log-probabilities side by side, shape (n, members * classes)."""
-    return np.hstack([np.log(np.clip(p, FLOOR, 1.0)) for p in member_probs])
+    return np.hstack([floored_log(p) for p in member_probs])
 
 
 class EnsembleJudge(Judge):
@@ -37,6 +37,6 @@ class EnsembleJudge(Judge):
     def _logits_batch(self, records: Sequence[Record]) -> np.ndarray:
         if self.weights:
             mixed = sum(w * m.predict_proba(records) for w, m in zip(self.weights, self.members))
-            return np.log(np.clip(mixed, FLOOR, 1.0))
+            return floored_log(mixed)
         features = stack_features([m.predict_proba(records) for m in self.members])
         return aligned_log_proba(self.combiner, features, self.classes_)

@@ -13,13 +13,11 @@ import numpy as np
 import skops.io as sio
 
 from judge.errors import InputError
-from judge.model import Judge
+from judge.model import FLOOR, Judge
 from judge.records import Record
 from judge.views import render_text
 
 MODEL_FILE = "model.skops"
-# Probability floor for a class the estimator never saw in training (log of it stands for -inf).
-FLOOR = 1e-9
 
 
 def save_estimator(estimator, path: str | Path) -> None:
