@@ -179,13 +179,23 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
     out[-1] += "\n"
     if meta.get("leaderboard"):
         tie = (meta.get("selection") or {}).get("tie_margin")
+        per_model = any(e.get("worst_model") for e in meta["leaderboard"])
+
+        def worst(e):
+            if e.get("worst_model") is None:
+                return "-"
+            low, high = e["worst_error_ci"]
+            return f"{100 * e['worst_error']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {e['worst_model']}"
+
         out += [f"Candidates compared on out-of-fold predictions (the best kappa won"
                 + (f"; a cheaper one within {tie} of it would have" if tie is not None else "") + "):\n",
-                markdown_table(["candidate", "kind", "status", "view", "design", "kappa", "- best (95% CI)", "s"],
+                markdown_table(["candidate", "kind", "status", "view", "design", "kappa", "- best (95% CI)",
+                                *(["worst model's rate error, points (95% CI)"] if per_model else []), "s"],
                                [[e.get("candidate", "?"), e.get("kind", "?"), e.get("status", "?"), e.get("view") or "-",
                                  e.get("design") or "-", "-" if e.get("kappa") is None else f"{e['kappa']:.3f}",
                                  "-" if e.get("delta") is None else
                                  f"{e['delta']:+.3f} ({e['delta_ci'][0]:+.3f} to {e['delta_ci'][1]:+.3f})",
+                                 *([worst(e)] if per_model else []),
                                  "-" if e.get("seconds") is None else f"{e['seconds']:.0f}"]
                                 for e in meta["leaderboard"]]) + "\n"]
 

@@ -131,13 +131,14 @@ def paired_kappa_difference(y_true: Sequence, pred_a: Sequence, pred_b: Sequence
 
 def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], student_in: Sequence[bool],
                           groups: Sequence | None = None, *, n_boot: int = 2000, level: float = 0.95,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, ranking: bool = True) -> dict:
     """Per key (a response model): student rate - teacher rate, with a paired percentile bootstrap interval
     over prompt groups; and Kendall's tau between the two rankings of the keys, with its interval.
 
     One prompt's answers from several models share a group, so each resample draws whole prompts and
     rescores every model on the same draw, as a benchmark rerun on other prompts would. `teacher_in` and
-    `student_in` say whether each row's label counts toward the rate (e.g. is safe).
+    `student_in` say whether each row's label counts toward the rate (e.g. is safe). `ranking=False`
+    skips Kendall's tau, nearly all of the cost (one scipy call per resample).
 
     >>> out = bootstrap_rate_errors(["a", "a", "b", "b"], [1, 0, 1, 1], [1, 1, 1, 1], ["p", "q", "p", "q"])
     >>> out["errors"]["a"][0], out["errors"]["b"]
@@ -158,7 +159,7 @@ def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], stude
                           _percentile_interval(student_rates[:, j] - teacher_rates[:, j], level))
               for j, name in enumerate(names)}
     tau = None
-    if len(names) >= 3:
+    if ranking and len(names) >= 3:
         with warnings.catch_warnings():  # a resample where every model has the same rate: tau is nan, dropped
             warnings.simplefilter("ignore")
             point = kendalltau(point_teacher, point_student).statistic

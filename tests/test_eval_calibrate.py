@@ -305,6 +305,10 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     assert f"on the {distilled['n']} out-of-fold predictions" in card and f"T = {fitted:.3f}" in card
     assert "CALIB.jsonl` replaces it with one fitted on fresh teacher labels" in card
     assert not any(line.startswith("judge calibrate") for line in card.split("## Reproduce")[1].splitlines())
+    trained = next(e for e in json.loads((judge_copy / "judge.json").read_text())["leaderboard"] if e["status"] == "trained")
+    low, high = trained["worst_error_ci"]  # the rows name three response models: the card shows the worst one's error
+    assert (f"| {100 * trained['worst_error']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {trained['worst_model']} |"
+            in card)
     calib = write_jsonl(tmp_path / "calib.jsonl", synthetic_rows(60, seed=5))
     result = runner.invoke(app, ["calibrate", str(calib), "--judge", str(judge_copy), "--target-kappa", "0.95"])
     assert result.exit_code == 0, result.output

@@ -30,8 +30,8 @@ from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
 from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, PassCosts, ProbeCandidate, Result,
-                                      TransformerCandidate, choose, fit_to_budget, measured_costs, parse_budget,
-                                      refit_epochs, run_portfolio)
+                                      TransformerCandidate, choose, fit_to_budget, format_leaderboard, measured_costs,
+                                      parse_budget, refit_epochs, run_portfolio)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -135,6 +135,29 @@ def test_a_cheaper_student_within_the_tie_margin_wins_and_a_wider_gap_does_not(t
     assert winner.candidate == "stack" and resolved
     lexical = apart[0]
     assert lexical.delta < -0.1 and lexical.delta_ci[1] < 0 and lexical.delta_ci[0] <= lexical.delta
+
+
+def test_each_candidate_shows_its_worst_models_rate_error_and_nothing_without_models(tmp_path):
+    dataset = _dataset(tmp_path, n=300)
+    records, scheme = dataset.labelled, dataset.scheme
+    labels = [r.label for r in records]
+    # 20 of model-a's warnings predicted unsafe: its safety rate drops by exactly 20 of its 75 rows
+    wrong = [i for i, r in enumerate(records) if r.model == "model-a" and r.label == "warning"][:20]
+    biased, exact = _result("lexical", "lexical", labels, set(wrong)), _result("stack", "ensemble", labels, set())
+    choose([biased, exact], records, scheme, TrainConfig.resolve())
+    n_a = sum(r.model == "model-a" for r in records)
+    assert n_a == 75 and biased.worst_model == "model-a" and biased.worst_error == pytest.approx(-20 / 75, abs=1e-4)
+    low, high = biased.worst_error_ci
+    assert low < biased.worst_error < high < 0  # every resample of prompt groups sees the drop
+    assert exact.worst_error == 0 and exact.worst_error_ci == (0, 0)
+    board = format_leaderboard([biased.row(), exact.row()])
+    assert f"{100 * biased.worst_error:+.1f}" in board and "worst model: model-a" in board
+
+    anonymous = [replace(r, model=None) for r in records]  # no response models: no per-model claim
+    unnamed = _result("lexical", "lexical", labels, set(wrong))
+    choose([unnamed], anonymous, scheme, TrainConfig.resolve())
+    assert unnamed.worst_model is None and unnamed.worst_error is None
+    assert "worst model:" not in format_leaderboard([unnamed.row()])
 
 
 def test_a_candidate_cut_to_some_folds_is_compared_on_its_own_rows_and_never_shrinks_the_others(tmp_path):

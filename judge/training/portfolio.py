@@ -16,6 +16,11 @@ The rules (docs/distill.md says the same):
 - **Ensembles cost nothing extra.** The stack and the blend are fitted on those out-of-fold
   predictions (no member is retrained), so they run whenever two members did; when a member ran only
   some folds, a second pair combines the members that predicted every row.
+- **Per-model rates, shown, not chosen by.** Where the rows name two or more response models, each
+  candidate's row also gives its worst model's rate error out of fold (the student's mean probability
+  - the teacher's share, in points, paired group-bootstrap interval): what a user publishing per-model
+  rates needs to see. The choice stays on kappa; with ~150 rows a model, those intervals are +/-4-8
+  points wide, too wide to rank candidates by.
 - **Ties.** The best out-of-fold kappa wins, unless a cheaper student (lexical < transformer, probe <
   ensemble) is within `tie_margin` (0.01) of it. Not "the cheapest whose interval includes zero": on a thousand
   rows a paired interval is about +/-0.04 wide, so that rule would ship TF-IDF whenever the better
@@ -44,7 +49,7 @@ import numpy as np
 from judge import __version__
 from judge.backbones import PRESETS, missing_backbone
 from judge.errors import InputError
-from judge.metrics import agreement, paired_kappa_difference, top_labels
+from judge.metrics import agreement, bootstrap_rate_errors, paired_kappa_difference, top_labels
 from judge.model import Judge, write_meta
 from judge.records import Record
 from judge.schemes import Scheme
@@ -120,6 +125,9 @@ class Result:
     kappa_ci: tuple[float, float] | None = None
     delta: float | None = None  # kappa - the best's (a cut candidate: the full-coverage choice's), paired on the same rows
     delta_ci: tuple[float, float] | None = None
+    worst_model: str | None = None  # the response model whose rate (mean probability) is furthest from the teacher's
+    worst_error: float | None = None  # student - teacher, as a fraction, on the same rows as kappa
+    worst_error_ci: tuple[float, float] | None = None
     seconds: float | None = None
     estimate_seconds: float | None = None
     probs: np.ndarray | None = field(default=None, repr=False)
@@ -129,7 +137,7 @@ class Result:
 
     def row(self) -> dict:
         keys = ("candidate", "kind", "status", "note", "view", "design", "rows", "kappa", "kappa_ci", "delta",
-                "delta_ci", "seconds", "estimate_seconds")
+                "delta_ci", "worst_model", "worst_error", "worst_error_ci", "seconds", "estimate_seconds")
         return {k: getattr(self, k) for k in keys} | {"settings": {k: v for k, v in self.settings.items() if k != "fitted"}}
 
 
@@ -762,6 +770,7 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
         labels, groups = truth(on)
         report = agreement(labels, top_labels(result.probs[on], classes), classes, groups=groups, seed=config.seed)
         result.kappa, result.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
+        worst_model_error(result, records, on, scheme, config.seed)
 
     def compare(result: Result, on: np.ndarray, against: Result) -> None:
         labels, groups = truth(on)
@@ -791,21 +800,45 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     return winner, len(rows), resolved
 
 
+def worst_model_error(result: Result, records: list[Record], on: np.ndarray, scheme: Scheme, seed: int) -> None:
+    """Set the result's worst response model on rows `on`: the largest |student rate - teacher rate|, the
+    student's rate being its mean out-of-fold probability (as `judge eval`'s benchmark view takes it), with a
+    paired group-bootstrap interval. Left unset unless those rows name two or more models."""
+    keyed = [i for i in on if records[i].model is not None]
+    if len({records[i].model for i in keyed}) < 2:
+        return
+    boot = bootstrap_rate_errors([str(records[i].model) for i in keyed],
+                                 [records[i].label in scheme.rate_labels for i in keyed],
+                                 scheme.rate_probability(result.probs[keyed]),
+                                 [records[i].prompt_group for i in keyed], seed=seed, ranking=False)
+    model, (error, ci) = max(boot["errors"].items(), key=lambda item: abs(item[1][0]))
+    result.worst_model, result.worst_error, result.worst_error_ci = model, round(error, 4), tuple(round(x, 4) for x in ci)
+
+
 def format_leaderboard(rows: list[dict]) -> str:
-    """The leaderboard as a text table: candidates in the order they ran, skipped ones with the reason."""
+    """The leaderboard as a text table: candidates in the order they ran, skipped ones with the reason; the
+    worst model's rate error (points) where the rows named response models."""
     def num(value, spec):
         return "-" if value is None else format(value, spec)
 
-    def interval(pair, spec):
-        return f"[{format(pair[0], spec)}, {format(pair[1], spec)}]" if pair else "-"
+    def interval(pair, spec, scale=1):
+        return f"[{format(scale * pair[0], spec)}, {format(scale * pair[1], spec)}]" if pair else "-"
 
+    per_model = any(r.get("worst_model") for r in rows)
     lines = [f"{'candidate':<18} {'view':<9} {'design':<13} {'rows':>5} {'kappa':>6} {'95% CI':>13} "
-             f"{'- best':>7} {'paired 95% CI':>17} {'s':>6}  note"]
+             f"{'- best':>7} {'paired 95% CI':>17} " + (f"{'worst model':>11} {'95% CI':>15} " if per_model else "")
+             + f"{'s':>6}  note"]
     for r in rows:
         note = r["note"] if r["status"] == "trained" else f"{r['status']}: {r['note']}"
+        worst = ""
+        if per_model:
+            note = join_notes(f"worst model: {r['worst_model']}" if r.get("worst_model") else "", note)
+            error = r.get("worst_error")
+            worst = (f"{num(None if error is None else 100 * error, '+.1f'):>11} "
+                     f"{interval(r.get('worst_error_ci'), '+.1f', 100):>15} ")
         lines.append(f"{r['candidate']:<18} {r['view'] or '-':<9} {r['design'] or '-':<13} {num(r['rows'], 'd'):>5} "
                      f"{num(r['kappa'], '.3f'):>6} {interval(r['kappa_ci'], '.2f'):>13} {num(r['delta'], '+.3f'):>7} "
-                     f"{interval(r['delta_ci'], '+.3f'):>17} {num(r['seconds'], '.0f'):>6}  {note}")
+                     f"{interval(r['delta_ci'], '+.3f'):>17} {worst}{num(r['seconds'], '.0f'):>6}  {note}")
     return "\n".join(lines)
 
 
@@ -818,4 +851,7 @@ def selection_title(report: dict) -> str:
     return (f"grouped {s['folds']}-fold CV on {report['trained_on']} rows, out-of-fold; compared on the "
             f"{s['compared_rows']} rows every full-coverage candidate predicted; - best is paired, group bootstrap; "
             f"{verdict}; "
-            f"tie rule: a cheaper student within {s['tie_margin']} kappa of the best wins")
+            f"tie rule: a cheaper student within {s['tie_margin']} kappa of the best wins"
+            + ("; worst model: the response model whose rate is furthest from the teacher's (student's mean "
+               "probability - teacher, points, paired group bootstrap on the same rows; shown, not chosen by)"
+               if any(r.get("worst_model") for r in report["leaderboard"]) else ""))
