@@ -18,8 +18,8 @@ The rules (docs/distill.md says the same):
   some folds, a second pair combines the members that predicted every row.
 - **Per-model rates, shown, not chosen by.** Where the rows name two or more response models, each
   candidate's row also gives its worst model's rate error out of fold (the student's mean probability
-  - the teacher's share, in points, paired group-bootstrap interval): what a user publishing per-model
-  rates needs to see. The choice stays on kappa; with ~150 rows a model, those intervals are +/-4-8
+  minus the teacher's share, in points, paired group-bootstrap interval): what a user publishing
+  per-model rates needs to see. The choice stays on kappa; with ~150 rows a model, those intervals are +/-4-8
   points wide, too wide to rank candidates by.
 - **Ties.** The best out-of-fold kappa wins, unless a cheaper student (lexical < transformer, probe <
   ensemble) is within `tie_margin` (0.01) of it. Not "the cheapest whose interval includes zero": on a thousand
