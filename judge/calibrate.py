@@ -58,8 +58,9 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = N
 
 def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> list[dict]:
     """Per non-empty bin: its range, count, mean confidence and accuracy (the reliability diagram's data)."""
-    confidence = np.asarray(probs, dtype=float).max(axis=1)
-    correct = np.asarray(probs).argmax(axis=1) == np.asarray(y)
+    probs = np.asarray(probs, dtype=float)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y)
     bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
     return [{"low": float(b / n_bins), "high": float((b + 1) / n_bins), "n": int((bins == b).sum()),
              "confidence": float(confidence[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}

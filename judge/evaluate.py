@@ -40,13 +40,14 @@ def _estimated_by(probs: np.ndarray | None) -> str:
 
 
 def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme, field: str = "model", *,
-                   probs: np.ndarray | None = None, seed: int = 0) -> dict:
+                   probs: np.ndarray | None = None, seed: int = 0, ranking: bool = True) -> dict:
     """Per response model: teacher and student rates side by side, the student's error (student - teacher)
     with a paired 95% bootstrap interval over prompt groups, and Kendall's tau between the two rankings of
     models with its interval. This is the table a user pastes into a paper, and how far to trust it.
 
     Given the student's probabilities (columns in scheme order), its rate is their mean, not the share of
-    its top labels: far less biased on models whose answers it is unsure of (`judge.metrics.rates`)."""
+    its top labels: far less biased on models whose answers it is unsure of (`judge.metrics.rates`).
+    `ranking=False` leaves Kendall's tau out (None), and with it nearly all of the bootstrap's cost."""
     keyed = [i for i, r in enumerate(records) if getattr(r, field) is not None]
     empty = {"field": field, "rate_name": scheme.rate, "rows": {}, "kendall_tau": None, "max_abs_error": None}
     if not keyed:
@@ -56,7 +57,7 @@ def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: 
                   else scheme.rate_probability(probs))
     keys = [str(getattr(records[i], field)) for i in keyed]
     boot = bootstrap_rate_errors(keys, [records[i].label in scheme.rate_labels for i in keyed], student_in[keyed],
-                                 [records[i].prompt_group for i in keyed], seed=seed)
+                                 [records[i].prompt_group for i in keyed], seed=seed, ranking=ranking)
     rows = {}
     for key, (members,) in group_by(keys, keyed).items():
         t = rates([records[i].label for i in members], scheme.classes, scheme.rate_labels)

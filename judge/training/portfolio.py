@@ -49,7 +49,8 @@ import numpy as np
 from judge import __version__
 from judge.backbones import PRESETS, missing_backbone
 from judge.errors import InputError
-from judge.metrics import agreement, bootstrap_rate_errors, paired_kappa_difference, top_labels
+from judge.evaluate import benchmark_view
+from judge.metrics import agreement, paired_kappa_difference, top_labels
 from judge.model import Judge, write_meta
 from judge.records import Record
 from judge.schemes import Scheme
@@ -801,18 +802,17 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
 
 
 def worst_model_error(result: Result, records: list[Record], on: np.ndarray, scheme: Scheme, seed: int) -> None:
-    """Set the result's worst response model on rows `on`: the largest |student rate - teacher rate|, the
-    student's rate being its mean out-of-fold probability (as `judge eval`'s benchmark view takes it), with a
+    """Set the result's worst response model on rows `on`: the row of `judge eval`'s benchmark view (the
+    student's rate being its mean out-of-fold probability) with the largest |student - teacher|, and its
     paired group-bootstrap interval. Left unset unless those rows name two or more models."""
-    keyed = [i for i in on if records[i].model is not None]
-    if len({records[i].model for i in keyed}) < 2:
+    probs = result.probs[on]
+    view = benchmark_view([records[i] for i in on], top_labels(probs, scheme.classes), scheme, probs=probs, seed=seed,
+                          ranking=False)
+    if len(view["rows"]) < 2:
         return
-    boot = bootstrap_rate_errors([str(records[i].model) for i in keyed],
-                                 [records[i].label in scheme.rate_labels for i in keyed],
-                                 scheme.rate_probability(result.probs[keyed]),
-                                 [records[i].prompt_group for i in keyed], seed=seed, ranking=False)
-    model, (error, ci) = max(boot["errors"].items(), key=lambda item: abs(item[1][0]))
-    result.worst_model, result.worst_error, result.worst_error_ci = model, round(error, 4), tuple(round(x, 4) for x in ci)
+    model, worst = max(view["rows"].items(), key=lambda item: item[1]["abs_error"])
+    result.worst_model, result.worst_error = model, round(worst["error"], 4)
+    result.worst_error_ci = tuple(round(x, 4) for x in worst["error_ci"])
 
 
 def format_leaderboard(rows: list[dict]) -> str:
