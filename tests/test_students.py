@@ -113,13 +113,19 @@ def test_best_out_of_fold_kappa_wins_and_the_shipped_judge_is_fitted_on_every_la
     assert not (tmp_path / "run" / "candidates").exists()
 
 
-def _result(name, kind, labels, wrong, classes=("refuse", "warning", "unsafe")):
-    """A candidate whose out-of-fold predictions are the truth except on the rows in `wrong`."""
+def _result(name, kind, labels, wrong, classes=("refuse", "warning", "unsafe"), members=("lexical", "probe")):
+    """A candidate whose out-of-fold predictions are the truth except on the rows in `wrong` (an ensemble
+    combines candidates of the kinds in `members`)."""
     probs = np.zeros((len(labels), len(classes)))
     for i, label in enumerate(labels):
         j = classes.index(label)
         probs[i, (j + 1) % len(classes) if i in wrong else j] = 1.0
-    return Result(name, kind, status="trained", probs=probs, covered=np.ones(len(labels), bool), rows=len(labels))
+    source = None
+    if kind == "ensemble":
+        source = EnsembleCandidate(name)
+        source.members = [Result(member, member) for member in members]
+    return Result(name, kind, status="trained", probs=probs, covered=np.ones(len(labels), bool), rows=len(labels),
+                  source=source)
 
 
 def test_a_cheaper_student_within_the_tie_margin_wins_and_a_wider_gap_does_not(tmp_path):
@@ -135,6 +141,24 @@ def test_a_cheaper_student_within_the_tie_margin_wins_and_a_wider_gap_does_not(t
     assert winner.candidate == "stack" and resolved
     lexical = apart[0]
     assert lexical.delta < -0.1 and lexical.delta_ci[1] < 0 and lexical.delta_ci[0] <= lexical.delta
+
+
+def test_ties_are_broken_by_backbone_passes_so_lexical_beside_the_probe_costs_nothing(tmp_path):
+    dataset = _dataset(tmp_path, n=300)
+    labels = [r.label for r in dataset.labelled]
+    config = TrainConfig.resolve(overrides={"tie_margin": 0.01})
+
+    def winner_of(*results):
+        return choose(list(results), dataset.labelled, dataset.scheme, config)[0].candidate
+
+    # one row apart: the stack of lexical and the probe scores with the probe's one pass, so the better kappa wins
+    probe, stack = _result("probe", "probe", labels, set(range(31))), _result("stack", "ensemble", labels, set(range(30)))
+    assert winner_of(probe, stack) == "stack"
+    probe, stack = _result("probe", "probe", labels, set(range(30))), _result("stack", "ensemble", labels, set(range(31)))
+    assert winner_of(probe, stack) == "probe"
+    # a stack that adds a transformer's pass to the probe's is dearer: the probe wins the tie
+    dear = _result("stack", "ensemble", labels, set(range(30)), members=("lexical", "probe", "transformer"))
+    assert winner_of(_result("probe", "probe", labels, set(range(31))), dear) == "probe"
 
 
 def test_each_candidate_shows_its_worst_models_rate_error_and_nothing_without_models(tmp_path):

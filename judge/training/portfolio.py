@@ -21,8 +21,10 @@ The rules (docs/distill.md says the same):
   minus the teacher's share, in points, paired group-bootstrap interval): what a user publishing
   per-model rates needs to see. The choice stays on kappa; with ~150 rows a model, those intervals are +/-4-8
   points wide, too wide to rank candidates by.
-- **Ties.** The best out-of-fold kappa wins, unless a cheaper student (lexical < transformer, probe <
-  ensemble) is within `tie_margin` (0.01) of it. Not "the cheapest whose interval includes zero": on a thousand
+- **Ties.** The best out-of-fold kappa wins, unless a student cheaper to score is within `tie_margin` (0.01)
+  of it. Cost is the backbone passes a scored row needs (`scoring_passes`): none for lexical, one for a probe
+  or a transformer, an ensemble's members' sum, so a stack of lexical and the probe costs what the probe does
+  and the better kappa of the two wins. Not "the cheapest whose interval includes zero": on a thousand
   rows a paired interval is about +/-0.04 wide, so that rule would ship TF-IDF whenever the better
   student's lead is smaller than that, throwing away the expected gain to save scoring time.
 - **Every label in the shipped judge.** The winner is refitted on all those rows with the settings it
@@ -63,7 +65,7 @@ from judge.views import VIEWS
 log = logging.getLogger(__name__)
 ESTIMATE_MARGIN = 1.3  # Trainer overhead (evaluation, checkpoints) on top of the probed step time
 MEASURED_MARGIN = 1.1  # on top of what a fold that ran took: the next one's batches are not the same
-COST_RANK = {"lexical": 0, "transformer": 1, "probe": 1, "ensemble": 2}  # scoring cost: what a tie is broken by
+BACKBONE_PASSES = {"lexical": 0, "transformer": 1, "probe": 1}  # per scored row: what a tie is broken by
 
 
 def parse_budget(text: str | None) -> float:
@@ -785,7 +787,7 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     for r in full:
         compare(r, rows, best)
     near = [r for r in full if r.kappa >= best.kappa - config.tie_margin]
-    winner = min(near, key=lambda r: (COST_RANK[r.kind], -r.kappa))
+    winner = min(near, key=lambda r: (scoring_passes(r), -r.kappa))
     partial = [r for r in trained if r not in full]
     for r in partial:
         own = np.flatnonzero(r.covered)
@@ -799,6 +801,13 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
         all(r is best or r.delta_ci[1] < 0 for r in full) and all(r is winner or r.delta_ci[1] < 0 for r in partial)
         and (winner in full or winner.delta_ci[0] > 0))
     return winner, len(rows), resolved
+
+
+def scoring_passes(result: Result) -> int:
+    """Backbone passes one scored row costs: TF-IDF next to none, an ensemble what its members cost together."""
+    if result.kind == "ensemble":
+        return sum(scoring_passes(member) for member in result.source.members)
+    return BACKBONE_PASSES[result.kind]
 
 
 def worst_model_error(result: Result, records: list[Record], on: np.ndarray, scheme: Scheme, seed: int) -> None:
@@ -851,7 +860,7 @@ def selection_title(report: dict) -> str:
     return (f"grouped {s['folds']}-fold CV on {report['trained_on']} rows, out-of-fold; compared on the "
             f"{s['compared_rows']} rows every full-coverage candidate predicted; - best is paired, group bootstrap; "
             f"{verdict}; "
-            f"tie rule: a cheaper student within {s['tie_margin']} kappa of the best wins"
+            f"tie rule: a student with fewer backbone passes within {s['tie_margin']} kappa of the best wins"
             + ("; worst model: the response model whose rate is furthest from the teacher's (student's mean "
                "probability - teacher, points, paired group bootstrap on the same rows; shown, not chosen by)"
                if any(r.get("worst_model") for r in report["leaderboard"]) else ""))
