@@ -1,8 +1,9 @@
 """The reference judge behind the repository's MODEL_CARD.md: distilled from GPT-4's labels of XSTest.
 
 Reads ../shared/data/xstest_v2.jsonl (unsafe-prompt rows that GPT-4 graded), holds out a calibration
-split by prompt group, distils a MiniLM student on the rest, calibrates it, picks the escalation
-threshold that reaches kappa 0.9 on the calibration split and writes the model card.
+split by prompt group, distils a student on the rest with `judge distill`'s defaults (the portfolio a
+user gets, so the card shows what they would ship), calibrates it, picks the escalation threshold that
+reaches kappa 0.9 on the calibration split and writes the model card.
 
     nice -n 10 .venv/bin/python bench/reference_card.py            # trains once, then reuses runs/reference
     nice -n 10 .venv/bin/python bench/reference_card.py --retrain
@@ -59,8 +60,7 @@ def main() -> None:
     print(f"{len(rows)} GPT-4-labelled responses: {len(rest)} for distillation, {len(calib)} held out for calibration")
 
     if args.retrain or not (args.out / "report.json").is_file():
-        config = TrainConfig.resolve(overrides={"student": "transformer", "backbone": "minilm", "max_length": 128, "epochs": 4})
-        distill(read_records(train_file, scheme="vlsbench"), args.out, config)
+        distill(read_records(train_file, scheme="vlsbench"), args.out, TrainConfig.resolve())
 
     judge = Judge.load(args.out)
     # distill's out-of-fold temperature (report.json keeps it; calibrate replaces judge.json's): the two should agree
