@@ -1,0 +1,146 @@
+"""How much does `judge distill`'s choice gain over TF-IDF on untouched prompts, over many splits, not one?
+
+bench/distill_compare.py tests one 80/20 split: on XSTest its 198 test rows give a kappa interval
+0.2 wide, so one run cannot say whether a rule helps. Here the same design is repeated on several
+seeded outer splits, at the cost of one backbone pass: SmolLM2-135M's features (the probe's layers,
+mean over tokens, every distinct view) are computed once for all rows, and on each split the
+lexical search, the probe search, the stack and the blend are cross-validated on the 80% exactly
+as the portfolio does (same functions, same grouped folds), `choose` picks the student, and every
+candidate is refitted on the 80% and scored on the 20% beside the plain TF-IDF. MiniLM's fine-tune
+is left out: it is what the budget cuts on a CPU. Reads ../shared/data:
+
+    nice -n 5 .venv/bin/python bench/selection_splits.py --only xstest --seeds 10
+
+Printed per split: each candidate's out-of-fold kappa and worst model (rate error, points, 95% CI),
+the choice, and each one's test kappa / worst model / mean |model error|; then per candidate the
+mean test kappa, its mean difference to TF-IDF with the spread over splits, and the mean errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.distill_compare import DATA  # noqa: E402
+from bench.shared_data import write_rows  # noqa: E402
+from judge.backbones import local_backbone, resolve_backbone  # noqa: E402
+from judge.backends.lexical import aligned_log_proba  # noqa: E402
+from judge.backends.probe import Encoder, backbone_layers, searched_layers  # noqa: E402
+from judge.evaluate import benchmark_view  # noqa: E402
+from judge.metrics import top_labels  # noqa: E402
+from judge.records import read_records  # noqa: E402
+from judge.splits import grouped_folds, split_by_group  # noqa: E402
+from judge.training.config import TrainConfig  # noqa: E402
+from judge.training.ensemble import Blend, Stack, cross_fitted  # noqa: E402
+from judge.training.lexical import cross_validate_lexical, distinct_views, fit_pipeline, kappa  # noqa: E402
+from judge.training.portfolio import EnsembleCandidate, Result, choose  # noqa: E402
+from judge.training.probe import cross_validate_probe, probe_classifier  # noqa: E402
+from judge.views import VIEWS, render_text  # noqa: E402
+
+CANDIDATES = ("lexical", "probe", "stack", "blend")
+
+
+def probe_features(records, config: TrainConfig) -> tuple[dict[str, dict[int, np.ndarray]], list[str]]:
+    """{view: {layer: features}} over every row, and the views: the pass the probe candidate makes."""
+    ref = local_backbone(resolve_backbone(config.probe_backbone))
+    layers = searched_layers(backbone_layers(ref))
+    encoder = Encoder(ref, max(layers), layers, config.probe_max_length)
+    views = distinct_views(records, tuple(VIEWS))
+    features = {}
+    for view in views:
+        started = time.perf_counter()
+        features[view] = encoder.features(records, view)
+        print(f"probe features, view {view}: {time.perf_counter() - started:.0f}s", flush=True)
+    return features, views
+
+
+def test_figures(test, probs, scheme) -> tuple[float, float, float]:
+    """(kappa, the worst model's rate error in points, the mean |error| over models) on the test rows."""
+    predicted = top_labels(probs, scheme.classes)
+    view = benchmark_view(test, predicted, scheme, probs=probs, ranking=False)
+    errors = [100 * row["error"] for row in view["rows"].values()] or [0.0]
+    return kappa([r.label for r in test], predicted, scheme.classes), max(errors, key=abs), float(np.mean(np.abs(errors)))
+
+
+def one_split(records, scheme, features, views, config: TrainConfig, seed: int) -> dict[str, tuple]:
+    split = split_by_group(records, test_size=0.2, val_size=0.0, seed=seed)
+    dev, test = split.train, split.test
+    index = {r.id: i for i, r in enumerate(records)}
+    dev_rows, test_rows = [index[r.id] for r in dev], [index[r.id] for r in test]
+    labels = [r.label for r in dev]
+    folds = grouped_folds(dev, config.folds, seed)
+    lexical = cross_validate_lexical(dev, folds, scheme, seed=config.seed)
+    view, probe = max(((v, cross_validate_probe({layer: x[dev_rows] for layer, x in features[v].items()}, labels, folds,
+                                                scheme.classes, seed=config.seed)) for v in views),
+                      key=lambda pair: pair[1].kappa)
+    members = [lexical.probs, probe.probs]
+    (stack_oof, stack), (blend_oof, blend) = (cross_fitted(c, members, dev, scheme.classes, config.seed)
+                                              for c in (Stack(), Blend()))
+
+    def result(name, kind, probs):
+        r = Result(name, kind, status="trained", probs=probs, covered=np.ones(len(dev), bool), rows=len(dev))
+        if kind == "ensemble":
+            r.source = EnsembleCandidate(name)
+            r.source.members = [Result("lexical", "lexical"), Result("probe", "probe")]
+        return r
+
+    results = [result("lexical", "lexical", lexical.probs), result("probe", "probe", probe.probs),
+               result("stack", "ensemble", stack_oof), result("blend", "ensemble", blend_oof)]
+    winner, _, _ = choose(results, dev, scheme, config)
+
+    pipeline = fit_pipeline(dev, lexical.view, lexical.C, lexical.class_weight, config.seed)
+    lexical_test = np.exp(aligned_log_proba(pipeline, [render_text(r, lexical.view) for r in test], scheme.classes))
+    chosen = features[view][probe.layer]
+    classifier = probe_classifier(probe.C, config.seed).fit(chosen[dev_rows], labels)
+    probe_test = np.exp(aligned_log_proba(classifier, chosen[test_rows], scheme.classes))
+    tfidf = fit_pipeline(dev, "response", 10.0, None)
+    probs = {"lexical": lexical_test, "probe": probe_test,
+             "stack": Stack().predict_proba(stack, [lexical_test, probe_test], scheme.classes),
+             "blend": Blend().predict_proba(blend, [lexical_test, probe_test], scheme.classes),
+             "tf-idf": np.exp(aligned_log_proba(tfidf, [render_text(r, "response") for r in test], scheme.classes))}
+    figures = {name: test_figures(test, p, scheme) for name, p in probs.items()}
+    figures["chosen"] = figures[winner.candidate]
+    out_of_fold = "  ".join(f"{r.candidate} {r.kappa:.3f}" + (
+        f" {100 * r.worst_error:+.1f} [{100 * r.worst_error_ci[0]:+.1f}, {100 * r.worst_error_ci[1]:+.1f}]"
+        if r.worst_error is not None else "") for r in results)
+    print(f"split {seed}: out of fold {out_of_fold}; chose {winner.candidate} (lexical view {lexical.view}, "
+          f"probe view {view} layer {probe.layer})\n  test " +
+          "  ".join(f"{name} {k:.3f} {w:+.1f} {m:.1f}" for name, (k, w, m) in figures.items()), flush=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(DATA), default="xstest")
+    parser.add_argument("--seeds", type=int, default=10, help="outer splits, seeds 0 .. N-1")
+    args = parser.parse_args()
+    rows = DATA[args.only][0]()
+    with tempfile.TemporaryDirectory() as work:
+        dataset = read_records(write_rows(Path(work) / "all.jsonl", rows))
+    records, scheme, config = dataset.labelled, dataset.scheme, TrainConfig.resolve()
+    features, views = probe_features(records, config)
+    runs = [one_split(records, scheme, features, views, config, seed) for seed in range(args.seeds)]
+    baseline = np.array([run["tf-idf"][0] for run in runs])
+    print(f"\n{DATA[args.only][1]}: {len(records)} rows, {args.seeds} outer splits (80% to choose and fit, 20% of the "
+          "prompt groups to test); test kappa, - TF-IDF (mean, SD over splits, splits ahead, splits ahead by 0.03 "
+          "or more), the worst model's |rate error| and the mean |error| over models (points, mean probability)")
+    for name in ("chosen", *CANDIDATES, "tf-idf"):
+        k = np.array([run[name][0] for run in runs])
+        gain = k - baseline
+        worst, mean = (np.mean([abs(run[name][i]) for run in runs]) for i in (1, 2))
+        print(f"{name:<8} kappa {k.mean():.3f}  - TF-IDF {gain.mean():+.3f} (SD {gain.std(ddof=1):.3f}; ahead "
+              f"{int((gain > 0).sum())}/{len(runs)}, by 0.03+ {int((gain >= 0.03).sum())})  worst model {worst:4.1f}  "
+              f"mean {mean:4.1f}")
+
+
+if __name__ == "__main__":
+    main()
