@@ -66,14 +66,19 @@ DATA = {"xstest": (xstest_gpt4_rows, "XSTest v2 unsafe prompts, GPT-4 labels"),
         "gptfuzz-2000": (lambda: gptfuzz_rows(per_group=25), "GPTFuzz, human binary labels, 25 responses per question")}
 
 
+def model_errors(test, predicted, scheme, probs=None) -> tuple[dict, float]:
+    """The benchmark view's row of the response model with the largest rate error (student - teacher, as
+    fractions, with its interval) and the mean |error| over models in points; rates from the top labels,
+    or from the mean probability given `probs`."""
+    rows = benchmark_view(test, predicted, scheme, probs=probs, ranking=False)["rows"].values()
+    return max(rows, key=lambda r: r["abs_error"]), 100 * sum(r["abs_error"] for r in rows) / len(rows)
+
+
 def worst_model(test, predicted, scheme, probs=None) -> str:
-    """The response model with the largest rate error (student - teacher, points) with its interval, and
-    the mean |error| over models; rates from the top labels, or from the mean probability given `probs`."""
-    view = benchmark_view(test, predicted, scheme, probs=probs)
-    errors = [100 * r["abs_error"] for r in view["rows"].values()]
-    worst = max(view["rows"].values(), key=lambda r: r["abs_error"])
+    """`model_errors` as printed: the worst model's error [95% CI] and the mean |error|, in points."""
+    worst, mean = model_errors(test, predicted, scheme, probs)
     low, high = (100 * x for x in worst["error_ci"])
-    return f"{100 * worst['error']:+5.1f} [{low:+5.1f}, {high:+5.1f}] mean {sum(errors) / len(errors):4.1f}"
+    return f"{100 * worst['error']:+5.1f} [{low:+5.1f}, {high:+5.1f}] mean {mean:4.1f}"
 
 
 def line(name: str, test, predicted, baseline, scheme, seconds: float | None, student: str, probs=None) -> str:

@@ -30,12 +30,11 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.distill_compare import DATA  # noqa: E402
+from bench.distill_compare import DATA, model_errors  # noqa: E402
 from bench.shared_data import write_rows  # noqa: E402
 from judge.backbones import local_backbone, resolve_backbone  # noqa: E402
 from judge.backends.lexical import aligned_log_proba  # noqa: E402
 from judge.backends.probe import Encoder, backbone_layers, searched_layers  # noqa: E402
-from judge.evaluate import benchmark_view  # noqa: E402
 from judge.metrics import top_labels  # noqa: E402
 from judge.records import read_records  # noqa: E402
 from judge.splits import grouped_folds, split_by_group  # noqa: E402
@@ -66,9 +65,8 @@ def probe_features(records, config: TrainConfig) -> tuple[dict[str, dict[int, np
 def test_figures(test, probs, scheme) -> tuple[float, float, float]:
     """(kappa, the worst model's rate error in points, the mean |error| over models) on the test rows."""
     predicted = top_labels(probs, scheme.classes)
-    view = benchmark_view(test, predicted, scheme, probs=probs, ranking=False)
-    errors = [100 * row["error"] for row in view["rows"].values()] or [0.0]
-    return kappa([r.label for r in test], predicted, scheme.classes), max(errors, key=abs), float(np.mean(np.abs(errors)))
+    worst, mean = model_errors(test, predicted, scheme, probs)
+    return kappa([r.label for r in test], predicted, scheme.classes), 100 * worst["error"], mean
 
 
 def one_split(records, scheme, features, views, config: TrainConfig, seed: int) -> dict[str, tuple]:
