@@ -188,7 +188,7 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
             return f"{100 * e['worst_error']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {e['worst_model']}"
 
         out += [f"Candidates compared on out-of-fold predictions (the best kappa won"
-                + (f"; a cheaper one within {tie} of it would have" if tie is not None else "") + "):\n",
+                + (f"; a student with fewer backbone passes within {tie} of it would have" if tie is not None else "") + "):\n",
                 markdown_table(["candidate", "kind", "status", "view", "design", "kappa", "- best (95% CI)",
                                 *(["worst model's rate error, points (95% CI)"] if per_model else []), "s"],
                                [[e.get("candidate", "?"), e.get("kind", "?"), e.get("status", "?"), e.get("view") or "-",
