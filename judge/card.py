@@ -178,7 +178,8 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
     out += ["## Student\n", *student_lines(meta)]
     out[-1] += "\n"
     if meta.get("leaderboard"):
-        tie = (meta.get("selection") or {}).get("tie_margin")
+        selection = meta.get("selection") or {}
+        tie = selection.get("tie_margin")
         per_model = any(e.get("worst_model") for e in meta["leaderboard"])
 
         def worst(e):
@@ -188,7 +189,9 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
             return f"{100 * e['worst_error']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {e['worst_model']}"
 
         out += [f"Candidates compared on out-of-fold predictions (the best kappa won"
-                + (f"; a student with fewer backbone passes within {tie} of it would have" if tie is not None else "") + "):\n",
+                + (f"; a student with fewer backbone passes within {tie} of it would have" if tie is not None else "")
+                + (f"; the rate guard chose {meta.get('student')} over {selection['chosen_over']}, whose worst "
+                   "model's rate was off at 95%" if selection.get("chosen_over") else "") + "):\n",
                 markdown_table(["candidate", "kind", "status", "view", "design", "kappa", "- best (95% CI)",
                                 *(["worst model's rate error, points (95% CI)"] if per_model else []), "s"],
                                [[e.get("candidate", "?"), e.get("kind", "?"), e.get("status", "?"), e.get("view") or "-",

@@ -309,6 +309,9 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     low, high = trained["worst_error_ci"]  # the rows name three response models: the card shows the worst one's error
     assert (f"| {100 * trained['worst_error']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {trained['worst_model']} |"
             in card)
+    meta = json.loads((judge_copy / "judge.json").read_text())  # as if the rate guard had passed over a candidate
+    (judge_copy / "judge.json").write_text(json.dumps({**meta, "selection": {**meta["selection"], "chosen_over": "lexical"}}))
+    assert f"the rate guard chose {meta['student']} over lexical, whose worst model's rate" in render_card(judge_copy)
     calib = write_jsonl(tmp_path / "calib.jsonl", synthetic_rows(60, seed=5))
     result = runner.invoke(app, ["calibrate", str(calib), "--judge", str(judge_copy), "--target-kappa", "0.95"])
     assert result.exit_code == 0, result.output

@@ -98,6 +98,7 @@ def test_best_out_of_fold_kappa_wins_and_the_shipped_judge_is_fitted_on_every_la
     assert board["lexical"]["design"] == "5-fold" and board["lexical"]["rows"] == 90
     lo, hi = board["lexical-underfit"]["delta_ci"]
     assert board["lexical-underfit"]["delta"] < 0 and hi < 0 and report["selection"]["resolved"]
+    assert report["selection"]["rate_guard"] and report["selection"]["chosen_over"] is None  # the best kappa shipped
     assert report["student"] == "lexical" and report["split"] == "cv" and report["overall"]["n"] == 90
     plan = report["labels_plan"]  # the out-of-fold rows are a free pilot for judge estimate
     assert plan["overall"]["n"] == 90 and sum(g["n"] for g in plan["groups"].values()) == 90
@@ -182,6 +183,30 @@ def test_each_candidate_shows_its_worst_models_rate_error_and_nothing_without_mo
     choose([unnamed], anonymous, scheme, TrainConfig.resolve())
     assert unnamed.worst_model is None and unnamed.worst_error is None
     assert "worst model:" not in format_leaderboard([unnamed.row()])
+
+
+def test_a_winner_whose_worst_model_is_off_yields_to_a_close_candidate_whose_rates_hold(tmp_path):
+    dataset = _dataset(tmp_path, n=300)
+    records, scheme = dataset.labelled, dataset.scheme
+    labels = [r.label for r in records]
+    # 20 of model-a's warnings read as unsafe: its safety rate is off by 20 of 75 rows, resolved from zero.
+    # A refusal read as a warning is still safe, so errors on refusals leave every model's rate exact.
+    biased_rows = {i for i, r in enumerate(records) if r.model == "model-a" and r.label == "warning"}
+    refusals = [i for i, label in enumerate(labels) if label == "refuse"]
+
+    def run(calm_errors, **overrides):
+        results = [_result("lexical", "lexical", labels, set(sorted(biased_rows)[:20])),
+                   _result("stack", "ensemble", labels, set(refusals[:calm_errors]))]
+        winner = choose(results, records, scheme, TrainConfig.resolve(overrides=overrides))[0]
+        return winner, results
+
+    winner, (lexical, stack) = run(22)  # 2 rows behind: a kappa tie, and lexical would win it on cost
+    assert lexical.kappa > stack.kappa and lexical.worst_error_ci[1] < 0 and stack.worst_error == 0
+    assert winner is stack and stack.chosen_over == "lexical" and lexical.chosen_over is None
+    assert "chosen over lexical (rate guard)" in stack.note and "model-a" in stack.note
+    assert run(22, rate_guard=False)[0].candidate == "lexical"
+    winner, (_, stack) = run(80)  # far behind: its kappa is resolved below, and a rate is not worth that much
+    assert stack.delta_ci[1] < 0 and winner.candidate == "lexical" and stack.chosen_over is None
 
 
 def test_a_candidate_cut_to_some_folds_is_compared_on_its_own_rows_and_never_shrinks_the_others(tmp_path):

@@ -65,6 +65,8 @@ class TrainConfig:
     val_size: float = 0.1  # share of a fold's fitting rows a transformer early-stops on
     early_stopping_patience: int = 2  # evaluations with neither a better val kappa nor a lower val loss
     tie_margin: float = 0.01  # a student with fewer backbone passes within this much kappa of the best wins
+    # pass over a winner whose worst response model is off at 95% out of fold for the best candidate whose is not
+    rate_guard: bool = True
     seed: int = 0
     # which student: auto = the portfolio's candidates within the budget; or one of lexical, transformer
     # (`finetune` on `backbone`), PRESET-lora, PRESET-full, probe (on `probe_backbone`), PRESET-probe, stack, blend,

@@ -135,7 +135,8 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     else:
         report = {"split": "cv", **cv}
     selection = {"folds": portfolio.folds.k, "compared_rows": portfolio.compared_rows, "resolved": portfolio.resolved,
-                 "tie_margin": config.tie_margin}
+                 "tie_margin": config.tie_margin, "rate_guard": config.rate_guard,
+                 "chosen_over": winner.chosen_over}
     leaderboard = portfolio.leaderboard()
     report.update(student=winner.candidate, leaderboard=leaderboard, selection=selection, trained_on=len(rows),
                   labels_plan=plan_labels(oof_rows, oof_probs, dataset.scheme), calibration=calibration)
