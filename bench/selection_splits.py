@@ -49,7 +49,7 @@ from judge.splits import grouped_folds, split_by_group  # noqa: E402
 from judge.training.config import TrainConfig  # noqa: E402
 from judge.training.ensemble import Blend, Stack, cross_fitted  # noqa: E402
 from judge.training.lexical import cross_validate_lexical, distinct_views, fit_pipeline, kappa  # noqa: E402
-from judge.training.portfolio import EnsembleCandidate, Result, choose  # noqa: E402
+from judge.training.portfolio import EnsembleCandidate, Result, choose, rate_guard  # noqa: E402
 from judge.training.probe import cross_validate_probe, probe_classifier  # noqa: E402
 from judge.views import VIEWS, render_text  # noqa: E402
 
@@ -104,7 +104,7 @@ def select_and_predict(records, dev_rows, test_rows, scheme, features, views, co
     results = [result("lexical", "lexical", lexical.probs), result("probe", "probe", probe.probs),
                result("stack", "ensemble", stack_oof), result("blend", "ensemble", blend_oof)]
     kappa_only, _, _ = choose(results, dev, scheme, replace(config, rate_guard=False))
-    winner, _, _ = choose(results, dev, scheme, replace(config, rate_guard=True))
+    winner = rate_guard(kappa_only, results)  # what choose does next with the guard on: every candidate covers every row
 
     pipeline = fit_pipeline(dev, lexical.view, lexical.C, lexical.class_weight, config.seed)
     lexical_test = np.exp(aligned_log_proba(pipeline, [render_text(r, lexical.view) for r in test], scheme.classes))

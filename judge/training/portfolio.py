@@ -144,7 +144,7 @@ class Result:
 
     def row(self) -> dict:
         keys = ("candidate", "kind", "status", "note", "view", "design", "rows", "kappa", "kappa_ci", "delta",
-                "delta_ci", "worst_model", "worst_error", "worst_error_ci", "chosen_over", "seconds", "estimate_seconds")
+                "delta_ci", "worst_model", "worst_error", "worst_error_ci", "seconds", "estimate_seconds")
         return {k: getattr(self, k) for k in keys} | {"settings": {k: v for k, v in self.settings.items() if k != "fitted"}}
 
 
