@@ -14,14 +14,15 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from judge import Judge
 from judge.backbones import local_backbone, resolve_backbone
-from judge.backends.transformer import load_tokenizer, native_bf16
+from judge.backends.transformer import load_classifier, load_tokenizer, native_bf16, parameter_count
 from judge.errors import InputError
 from judge.model import write_meta
 from judge.records import read_records
 from judge.splits import split_by_group
 from tests.tiny import make_tiny_llama, synthetic_rows, write_jsonl
 from judge.training.config import TrainConfig
-from judge.training.transformer import KappaOrLossStopping, distillation_loss, train_transformer
+from judge.training import transformer as transformer_training
+from judge.training.transformer import KappaOrLossStopping, distillation_loss, resolve_quant, train_transformer
 
 
 def _dataset(tmp_path, n=40, seed=0):
@@ -188,6 +189,20 @@ class _Quantized(TrainerCallback):
         import bitsandbytes as bnb
 
         self.linear4bit = sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+@pytest.mark.parametrize("cuda, threshold, expected", [(False, 0, "none"), (True, 10**9, "none"), (True, 0, "4bit")])
+def test_auto_quant_is_qlora_only_on_cuda_and_only_for_a_backbone_big_enough_to_need_it(
+        tiny_bert, tiny_llama, monkeypatch, cuda, threshold, expected):
+    # the CUDA branch is the one CI cannot reach: only the device query is replaced, the models are real
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(transformer_training, "QLORA_MIN_PARAMETERS", threshold)
+    for backbone in (tiny_bert, tiny_llama):
+        ref = local_backbone(resolve_backbone(backbone))
+        loaded = load_classifier(ref, 2, pad_token_id=load_tokenizer(ref).pad_token_id)  # the config's 2-way head
+        assert parameter_count(ref) == sum(p.numel() for p in loaded.parameters())
+        assert resolve_quant(_tiny_config(backbone)) == expected
+        assert resolve_quant(_tiny_config(backbone, quant="8bit")) == "8bit"  # asked for is kept
 
 
 def test_tiny_llama_trains_with_real_4bit_qlora_on_cpu(tmp_path):

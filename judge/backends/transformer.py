@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from judge.backbones import BackboneRef, local_backbone, resolve_backbone
 from judge.errors import InputError
@@ -42,6 +42,17 @@ def quantization_config(quant: str) -> BitsAndBytesConfig | None:
 def offline_hint(ref: BackboneRef, exc: Exception) -> InputError:
     return InputError(f"cannot load backbone {ref.name!r} from {ref.path}: {exc}\n(hub backbones need a network "
                       "the first time; offline, pass a model folder or a .gguf file)")
+
+
+def parameter_count(ref: BackboneRef) -> int:
+    """The backbone's parameters, from its config alone: the model is built on the meta device, no weights."""
+    try:
+        config = AutoConfig.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    except OSError as exc:
+        raise offline_hint(ref, exc) from None
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return sum(p.numel() for p in model.parameters())
 
 
 def load_tokenizer(ref: BackboneRef):

@@ -53,7 +53,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     target_modules: str = "all-linear"
-    quant: str = "auto"  # auto: 4bit on CUDA, none on CPU; or 4bit / 8bit / none
+    quant: str = "auto"  # auto: 4bit on CUDA for 1B+ parameters, else none; or 4bit / 8bit / none
     merge: bool = False  # export a merged model instead of the adapter (unquantized backbones only)
     # loss: hard = cross-entropy; soft = KL to teacher probabilities; auto = soft when every row has them
     loss: str = "auto"

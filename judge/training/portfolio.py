@@ -643,9 +643,10 @@ def candidates_for(student: str, config: TrainConfig) -> list:
 
     Every portfolio has the lexical student and a probe on `probe_backbone` (unless "none"). `default`
     and `quick` train one transformer: the configured backbone as a full fine-tune where it runs
-    unquantized (the CPU default: on a CPU a second transformer costs as much as the first and earned
-    nothing in our benchmarks), LoRA under 4-bit QLoRA. `wide` trains both, plus installed open LMs on
-    CUDA. A backbone whose package is missing is listed as skipped, with the install command.
+    unquantized (MiniLM on a CPU or a GPU: on a CPU a second transformer costs as much as the first and
+    earned nothing in our benchmarks), LoRA under 4-bit QLoRA (1B+ parameters on CUDA). `wide` trains
+    both, plus installed open LMs on CUDA. A backbone whose package is missing is listed as skipped,
+    with the install command.
     """
     label = config.backbone if config.backbone in PRESETS else "transformer"
     if config.portfolio not in PORTFOLIOS:

@@ -1,0 +1,79 @@
+"""What 4-bit NF4 costs a small backbone: MiniLM as LoRA under NF4, LoRA and a full fine-tune, on the same folds.
+
+Every variant trains on the same grouped 5 folds of XSTest's 989 GPT-4 labels (view `full`, the default
+epochs and early stopping) through the portfolio's own fold function, and predicts the held-out fold.
+Pooled out-of-fold kappa per variant with its group-bootstrap interval, then the paired differences.
+On a CPU bitsandbytes computes NF4 in fp32, so the weights' rounding is what is measured, as on CUDA.
+About 40 minutes on 2 cores (a NF4 fold ~220 s, LoRA ~170 s, full ~140 s in bf16).
+
+    nice -n 5 .venv/bin/python bench/quant_cost.py            # --folds 0,1 for a shorter run
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from bench.distill_compare import DATA  # noqa: E402
+from bench.shared_data import write_rows  # noqa: E402
+from judge.metrics import bootstrap_kappa, paired_kappa_difference, top_labels  # noqa: E402
+from judge.records import read_records  # noqa: E402
+from judge.splits import grouped_folds  # noqa: E402
+from judge.training.config import TrainConfig  # noqa: E402
+from judge.training.lexical import kappa  # noqa: E402
+from judge.training.portfolio import Context, TransformerCandidate  # noqa: E402
+
+VARIANTS = {"lora-nf4": ("lora", "4bit"), "lora": ("lora", "none"), "full": ("full", "none")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", default="0,1,2,3,4", help="which of the 5 folds to run (comma list)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        records = read_records(write_rows(Path(work) / "all.jsonl", DATA["xstest"][0]()))
+    records, scheme = records.labelled, records.scheme
+    config, folds = TrainConfig.resolve(), grouped_folds(records, 5, 0)
+    run = [int(f) for f in args.folds.split(",")]
+    rows = np.concatenate([folds.held(f) for f in run])
+    y = np.array([r.label for r in records])
+    groups = [records[i].prompt_group for i in rows]
+    predicted = {}
+    with tempfile.TemporaryDirectory() as work:
+        ctx = Context(records, folds, scheme, config, Path(work), float("inf"))
+        for name, (finetune, quant) in VARIANTS.items():
+            candidate = TransformerCandidate(f"minilm-{name}", "minilm", finetune)
+            cfg = replace(candidate.configure(replace(config, quant=quant)), view="full")
+            labels = np.empty(len(records), dtype=object)
+            for fold in run:
+                started = time.perf_counter()
+                probs, training = candidate._fold(ctx, cfg, fold)
+                held = folds.held(fold)
+                labels[held] = top_labels(probs, scheme.classes)
+                print(f"{name:<9} fold {fold}: kappa {kappa(y[held], labels[held], scheme.classes):.3f} "
+                      f"({training['quant']}, {training['precision']}, {time.perf_counter() - started:.0f}s)", flush=True)
+            predicted[name] = list(labels[rows])
+    print(f"\nXSTest GPT-4 labels, {len(rows)} rows out of fold (grouped folds {args.folds}), MiniLM view full:")
+    for name, labels in predicted.items():
+        low, high = bootstrap_kappa(list(y[rows]), labels, scheme.classes, groups)
+        print(f"{name:<9} kappa {kappa(y[rows], labels, scheme.classes):.3f} [{low:.3f}, {high:.3f}]")
+    for a, b in itertools.combinations(predicted, 2):
+        delta, (low, high) = paired_kappa_difference(list(y[rows]), predicted[a], predicted[b], scheme.classes, groups)
+        print(f"{a} - {b}: {delta:+.3f} [{low:+.3f}, {high:+.3f}] (paired group bootstrap)")
+
+
+if __name__ == "__main__":
+    main()
