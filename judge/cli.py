@@ -75,7 +75,7 @@ def distill(
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact folder to write.")] = Path("runs/judge"),
     backbone: Annotated[Optional[str], typer.Option(help="Preset (minilm, smollm2-135m), model folder, .gguf or hub id.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML or YAML file of training hyperparameters (train/defaults.toml).")] = None,
-    quant: Annotated[Optional[str], typer.Option(help="4bit (QLoRA), 8bit or none; default: 4bit on CUDA, none on CPU.")] = None,
+    quant: Annotated[Optional[str], typer.Option(help="4bit (QLoRA), 8bit or none; default: 4bit on CUDA for a backbone of 1B+ parameters, else none.")] = None,
     merge: Annotated[Optional[bool], typer.Option("--merge/--adapter", help="Export a merged model instead of the LoRA adapter (unquantized only).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override one hyperparameter, KEY=VALUE (repeatable).")] = [],
     epochs: Annotated[Optional[float], typer.Option(help="Training epochs (early stopping may end sooner).")] = None,
