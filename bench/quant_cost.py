@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the 5 folds to run (comma list)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        records = read_records(write_rows(Path(work) / "all.jsonl", DATA["xstest"][0]()))
-    records, scheme = records.labelled, records.scheme
+        dataset = read_records(write_rows(Path(work) / "all.jsonl", DATA["xstest"][0]()))
+    records, scheme = dataset.labelled, dataset.scheme
     config, folds = TrainConfig.resolve(), grouped_folds(records, 5, 0)
     run = [int(f) for f in args.folds.split(",")]
     rows = np.concatenate([folds.held(f) for f in run])

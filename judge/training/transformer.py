@@ -8,6 +8,7 @@ soft-label loss, the kappa metric and the artifact layout.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Sequence
@@ -47,6 +48,12 @@ def lora_config(config: TrainConfig) -> LoraConfig:
 QLORA_MIN_PARAMETERS = 1_000_000_000
 
 
+@functools.cache
+def backbone_parameters(backbone: str) -> int:
+    """Counted once a process: resolve_quant runs for the portfolio, the speed probe, every fold and the refit."""
+    return parameter_count(local_backbone(resolve_backbone(backbone)))
+
+
 def resolve_quant(config: TrainConfig) -> str:
     """`auto` is QLoRA (4-bit) on CUDA for a backbone of 1B parameters or more, and no quantization below
     that or on a CPU (where 4-bit works but runs slowly). NF4 costs small models agreement: on XSTest's
@@ -55,8 +62,7 @@ def resolve_quant(config: TrainConfig) -> str:
     if config.quant == "auto":
         if not torch.cuda.is_available():
             return "none"
-        parameters = parameter_count(local_backbone(resolve_backbone(config.backbone)))
-        return "4bit" if parameters >= QLORA_MIN_PARAMETERS else "none"
+        return "4bit" if backbone_parameters(config.backbone) >= QLORA_MIN_PARAMETERS else "none"
     if config.quant not in ("4bit", "8bit", "none"):
         raise InputError(f"quant must be auto, 4bit, 8bit or none, got {config.quant!r}")
     return config.quant
