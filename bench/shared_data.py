@@ -46,6 +46,20 @@ def gptfuzz_rows(max_groups: int | None = None, per_group: int | None = None, se
     return rows
 
 
+def multimodal_shaped_rows(questions: int = 80, per_question: int = 25, models: int = 4) -> list[dict]:
+    """Rows shaped like a multimodal benchmark's labelled sample, for timing only: GPTFuzz responses with their
+    human labels, each question given one VLSBench item's category, sub-category and image description (unrelated
+    to it), and the responses dealt round-robin to `models` names. Four views render differently, as on VLSBench
+    or MM-SafetyBench; what the student learns from the borrowed context is noise, so only the time means anything."""
+    rows = gptfuzz_rows(max_groups=questions, per_group=per_question)
+    items = json.loads((SHARED / "vlsbench_prompts.json").read_text(encoding="utf-8"))
+    groups = sorted({r["group"] for r in rows})
+    item = {group: items[i * (len(items) // len(groups))] for i, group in enumerate(groups)}
+    return [{**row, "model": f"model-{i % models}", "category": item[row["group"]]["category"],
+             "sub_category": item[row["group"]]["sub_category"],
+             "image_description": item[row["group"]]["image_description"]} for i, row in enumerate(rows)]
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
