@@ -245,15 +245,20 @@ def test_paired_interval_is_narrower_than_the_difference_of_separate_ones():
     assert hi - lo < 0.15
 
 
-def test_budget_sets_the_refit_aside_then_expects_as_many_folds_as_fit_then_cuts_epochs():
+def test_budget_sets_the_refit_aside_then_expects_as_many_folds_as_fit_then_cuts_epochs_by_a_quarter_at_most():
     # 900 s left, refit 250 s: four 150 s folds are expected to fit (the fifth would overrun)
     assert fit_to_budget(900, 5, 4.0, fold_cost=150, refit_cost=250, rate=10.0)[:2] == (4, 4.0)
     assert fit_to_budget(900, 3, 4.0, 150, 250, 10.0)[::4] == (3, "")  # a cap below what fits is kept
     # not even one fold and the refit: one fold, epochs cut in proportion (4 * 900 / 1100 -> 3)
     folds, epochs, fold_cost, refit_cost, note = fit_to_budget(900, 5, 4.0, 500, 600, 10.0)
     assert (folds, epochs, fold_cost, refit_cost) == (1, 3.0, 375.0, 450.0) and "epochs capped 4 -> 3" in note
-    with pytest.raises(InputError, match="per epoch"):
+    # 4 * 600 / 1100 -> 2 epochs of 4: under three quarters, so not trained at all, and the reason says so
+    with pytest.raises(InputError, match=r"275s per epoch .*600s of the budget left afford 2 of 4 epochs, too few"):
+        fit_to_budget(600, 5, 4.0, 500, 600, 10.0)
+    with pytest.raises(InputError, match="afford 0 of 4 epochs"):
         fit_to_budget(100, 5, 4.0, 500, 600, 10.0)
+    with pytest.raises(InputError, match="afford 1 of 2 epochs"):  # the quick portfolio's 2 epochs: both or none
+        fit_to_budget(600, 5, 2.0, 500, 600, 10.0)
 
 
 def test_under_a_budget_that_fits_every_fold_the_transformer_runs_them_all(tiny_bert, tmp_path):
