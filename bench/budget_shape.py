@@ -31,12 +31,13 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE for judge distill")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="budget-shape-") as work:
-        path = write_rows(Path(work) / "labels.jsonl", multimodal_shaped_rows(questions=args.questions))
+        rows = multimodal_shaped_rows(questions=args.questions)
+        path = write_rows(Path(work) / "labels.jsonl", rows)
         command = [sys.executable, "-m", "judge", "distill", str(path), "--out", str(Path(work) / "judge")]
         command += [arg for kv in args.set for arg in ("--set", kv)]
         started = time.perf_counter()
         subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
-        print(f"\njudge distill on {sum(1 for _ in path.open())} rows: {time.perf_counter() - started:.0f}s wall")
+        print(f"\njudge distill on {len(rows)} rows: {time.perf_counter() - started:.0f}s wall")
 
 
 if __name__ == "__main__":

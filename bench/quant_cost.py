@@ -48,21 +48,22 @@ def main() -> None:
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the 5 folds to run (comma list)")
     parser.add_argument("--variants", default="lora-nf4,lora,full", help=f"comma list of {', '.join(VARIANTS)}")
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
     with tempfile.TemporaryDirectory() as work:
         dataset = read_records(write_rows(Path(work) / "all.jsonl", DATA["xstest"][0]()))
     records, scheme = dataset.labelled, dataset.scheme
     config, folds = TrainConfig.resolve(), grouped_folds(records, 5, 0)
     run = [int(f) for f in args.folds.split(",")]
-    unknown = set(args.variants.split(",")) - set(VARIANTS)
-    if unknown:
-        parser.error(f"unknown variants {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
     rows = np.concatenate([folds.held(f) for f in run])
     y = np.array([r.label for r in records])
     groups = [records[i].prompt_group for i in rows]
     predicted = {}
     with tempfile.TemporaryDirectory() as work:
         ctx = Context(records, folds, scheme, config, Path(work), float("inf"))
-        for name in args.variants.split(","):
+        for name in variants:
             finetune, quant, epochs = VARIANTS[name]
             candidate = TransformerCandidate(f"minilm-{name}", "minilm", finetune)
             cfg = replace(candidate.configure(replace(config, quant=quant)), view="full",

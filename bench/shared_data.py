@@ -54,10 +54,9 @@ def multimodal_shaped_rows(questions: int = 80, per_question: int = 25, models: 
     rows = gptfuzz_rows(max_groups=questions, per_group=per_question)
     items = json.loads((SHARED / "vlsbench_prompts.json").read_text(encoding="utf-8"))
     groups = sorted({r["group"] for r in rows})
-    item = {group: items[i * (len(items) // len(groups))] for i, group in enumerate(groups)}
-    return [{**row, "model": f"model-{i % models}", "category": item[row["group"]]["category"],
-             "sub_category": item[row["group"]]["sub_category"],
-             "image_description": item[row["group"]]["image_description"]} for i, row in enumerate(rows)]
+    context = {group: {key: items[i * (len(items) // len(groups))][key]
+                       for key in ("category", "sub_category", "image_description")} for i, group in enumerate(groups)}
+    return [{**row, "model": f"model-{i % models}", **context[row["group"]]} for i, row in enumerate(rows)]
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
