@@ -5,6 +5,7 @@ import json
 import math
 import os
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import judge.backbones
 from judge.backbones import BackboneRef, missing_backbone
 from judge.backends.lexical import MODEL_FILE, aligned_log_proba, load_estimator, save_estimator
 from judge.backends.probe import Encoder, searched_layers
+from judge.backends.transformer import load_tokenizer, token_lengths
 from judge.card import student_lines
 from judge.cli import app
 from judge.errors import InputError
@@ -29,9 +31,10 @@ from judge.training.config import TrainConfig
 from judge.training.distill import distill
 from judge.training.ensemble import Blend, Stack, cross_fitted, weight_grid
 from judge.training.lexical import cross_validate_lexical, fit_pipeline
-from judge.training.portfolio import (Context, EnsembleCandidate, LexicalCandidate, PassCosts, ProbeCandidate, Result,
-                                      TransformerCandidate, choose, fit_to_budget, format_leaderboard, measured_costs,
-                                      parse_budget, refit_epochs, run_portfolio)
+from judge.training.portfolio import (FINISH_SECONDS, MEASURED_MARGIN, Context, EnsembleCandidate, LexicalCandidate,
+                                      PassCosts, ProbeCandidate, Result, TransformerCandidate, choose, fit_to_budget,
+                                      format_leaderboard, least_time, measured_costs, parse_budget, refit_epochs,
+                                      run_portfolio)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -259,6 +262,12 @@ def test_budget_sets_the_refit_aside_then_expects_as_many_folds_as_fit_then_cuts
         fit_to_budget(100, 5, 4.0, 500, 600, 10.0)
     with pytest.raises(InputError, match="afford 1 of 2 epochs"):  # the quick portfolio's 2 epochs: both or none
         fit_to_budget(600, 5, 2.0, 500, 600, 10.0)
+    # the least time it trains in (what a probe before it asks): 3 epochs of 4 at 1100 s for all 4
+    for epochs, trained in ((4.0, 3.0), (2.0, 2.0), (5.0, 4.0)):
+        least = least_time(epochs, 500, 600)
+        assert fit_to_budget(least, 5, epochs, 500, 600, 10.0)[:2] == (1, trained)
+        with pytest.raises(InputError, match="too few to train"):
+            fit_to_budget(least - 0.01, 5, epochs, 500, 600, 10.0)
 
 
 def test_under_a_budget_that_fits_every_fold_the_transformer_runs_them_all(tiny_bert, tmp_path):
@@ -348,6 +357,70 @@ def test_a_probe_whose_pass_does_not_fit_reads_fewer_tokens_and_scores_as_it_was
     assert unlimited.settings["max_length"] == 128 and unlimited.note == ""
     with pytest.raises(InputError, match=r"one pass over 60 rows needs ~84s at 128 tokens, ~42s at 64; \d+s of the budget"):
         run(30.0)
+
+
+def test_the_probe_keeps_time_for_a_transformer_only_while_one_could_still_train_and_prices_views_by_its_passes(
+        tiny_llama, tiny_bert, tmp_path, monkeypatch):
+    rows = synthetic_rows(60)
+    for row in rows:  # ~170 tokens in every view
+        row["response"] += " number" * 150
+    dataset = read_records(write_jsonl(tmp_path / "long.jsonl", rows))
+    records = dataset.labelled
+    tokenizer = load_tokenizer(BackboneRef("tiny", tiny_llama))
+    # a simulated clock: the probe's estimate is 1.1 * 0.01 s a token, and each real pass takes 1.2 times that
+    estimate = {view: 1.1 * 0.01 * sum(min(t, 256) for t in token_lengths(tokenizer, records, view, max_length=10**6))
+                for view in ("response", "question", "full")}
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr("judge.training.portfolio.time", SimpleNamespace(perf_counter=lambda: clock.now))
+    timed, features = PassCosts.timed.__func__, Encoder.features
+    monkeypatch.setattr(PassCosts, "timed", classmethod(lambda cls, *a, **kw: replace(timed(cls, *a, **kw), per_token=0.01)))
+
+    def a_pass(encoder, rows, view, **kw):
+        clock.now += 1.2 * estimate[view] if len(rows) == len(records) else 0.0
+        return features(encoder, rows, view, **kw)
+
+    monkeypatch.setattr(Encoder, "features", a_pass)
+    speed_probes = []
+    config = TrainConfig.resolve(overrides={"probe_max_length": 256, "folds": 3, "backbone": tiny_bert})
+
+    def run(examples_per_second, budget):
+        monkeypatch.setattr("judge.training.portfolio.probe_train_speed",
+                            lambda *a, **kw: speed_probes.append(1) or examples_per_second)
+        transformer = TransformerCandidate("t", tiny_bert, "full")
+        clock.now = 0.0
+        ctx = Context(records, grouped_folds(records, 3), dataset.scheme, config, tmp_path, budget, started=0.0,
+                      later=[transformer])
+        result = Result("probe", "probe")
+        ProbeCandidate("probe", tiny_llama).cross_validate(ctx, result)
+        return sorted({s["view"] for s in result.settings["search"]}), result.note, transformer, ctx
+
+    took = {view: 1.2 * seconds for view, seconds in estimate.items()}
+    priced = {view: MEASURED_MARGIN * 1.2 * seconds for view, seconds in estimate.items()}  # from the pass that ran
+    def stopped_at_question(left):
+        return (f"views response: a pass over the question view needs ~{priced['question']:.0f}s, {left:.0f}s of the "
+                "budget left")
+
+    # the transformer trains in seconds: the question view needs over a third of what is left, so it is kept for it
+    views, note, transformer, ctx = run(1e6, budget=took["response"] + 2.5 * priced["question"])
+    assert views == ["response"] and note == stopped_at_question(2.5 * priced["question"]) and speed_probes == [1]
+    # under a third, but it would leave less than the transformer needs to train at all (1 fold and the refit at 3
+    # of its 4 epochs, from its speed probe): kept for it too
+    per_example = transformer.least_time(ctx) * 1e6
+    left = 4 * priced["question"]
+    views, note, transformer, ctx = run(per_example / (left - priced["question"] / 2), budget=took["response"] + left)
+    assert transformer.least_time(ctx) == pytest.approx(left - priced["question"] / 2)
+    assert views == ["response"] and note == stopped_at_question(left)
+    # it could never train: the views may use all that is left but FINISH_SECONDS, each priced from the pass before
+    for spare, read in ((1, ["full", "question", "response"]), (-1, ["question", "response"])):
+        speed_probes.clear()
+        left = priced["full"] + FINISH_SECONDS + spare
+        views, note, transformer, ctx = run(1e-3, budget=took["response"] + took["question"] + left)
+        assert views == read and speed_probes == [1]
+        assert note == ("" if spare > 0 else f"views response, question: a pass over the full view needs "
+                                             f"~{priced['full']:.0f}s, {left:.0f}s of the budget left")
+    with pytest.raises(InputError, match="too few to train"):  # its own turn: refused, from the same speed probe
+        transformer.plan(ctx, transformer.configure(config))
+    assert speed_probes == [1]
 
 
 def test_combiners_learn_only_from_rows_their_inner_fold_did_not_fit(tmp_path):

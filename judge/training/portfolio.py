@@ -9,7 +9,8 @@ The rules (docs/distill.md says the same):
   on the held-out fold. Its first fold reads the widest view; the other views are tried on that fold
   only if, timed from it, they and all K folds still fit beside the refit.
 - **The probe** reads a frozen backbone: its features cost one forward pass over the rows, so it runs
-  all K folds whenever that pass fits the budget.
+  all K folds whenever that pass fits the budget. A further view's pass may take a third of what is left,
+  short of what a transformer after it needs to train at all; once none could train, all but FINISH_SECONDS.
 - **Comparison.** Candidates that predicted every row are compared on all of them, each with its paired
   kappa difference to the best and a 95% paired group-bootstrap interval; one that predicted only some
   folds, on its own rows against the choice among those (see `choose`).
@@ -106,6 +107,7 @@ class Context:
     started: float = field(default_factory=time.perf_counter)
     progress: bool = False
     reserved: float = 0.0  # seconds kept back for refitting transformers that already ran
+    later: list = field(default_factory=list)  # the candidates still to run after the current one
 
     def left(self) -> float:
         return self.budget - (time.perf_counter() - self.started) - self.reserved
@@ -192,6 +194,21 @@ class LexicalCandidate:
         return meta
 
 
+def fewest_epochs(epochs: float) -> int:
+    """The fewest epochs the budget may cut `epochs` to: MIN_EPOCH_SHARE of them, and at least one."""
+    return max(1, math.ceil(MIN_EPOCH_SHARE * epochs))
+
+
+def least_time(epochs: float, fold_cost: float, refit_cost: float) -> float:
+    """The least time left in which `fit_to_budget` trains rather than refuses: one fold and the refit, at
+    `fewest_epochs` where that is fewer than `epochs`.
+
+    >>> least_time(4.0, 500, 600), least_time(0.5, 100, 100)
+    (825.0, 200.0)
+    """
+    return (fold_cost + refit_cost) * min(1.0, fewest_epochs(epochs) / epochs)
+
+
 def fit_to_budget(left: float, wanted: int, epochs: float, fold_cost: float, refit_cost: float, rate: float):
     """(folds expected to fit, epochs, fold cost, refit cost, note): the refit is set aside first; if not
     even one fold fits beside it, the epochs are cut in proportion, and below MIN_EPOCH_SHARE of them (or
@@ -204,10 +221,11 @@ def fit_to_budget(left: float, wanted: int, epochs: float, fold_cost: float, ref
     if folds >= 1:
         return folds, epochs, fold_cost, refit_cost, ""
     capped = math.floor(epochs * left / (fold_cost + refit_cost))
-    if capped < max(1, MIN_EPOCH_SHARE * epochs):
+    if left < least_time(epochs, fold_cost, refit_cost):
         raise InputError(f"one fold and the refit need ~{(fold_cost + refit_cost) / epochs:.0f}s per epoch "
                          f"(measured {rate:.1f} examples/s); {max(left, 0):.0f}s of the budget left afford "
                          f"{max(capped, 0)} of {epochs:g} epochs, too few to train")
+    capped = max(capped, fewest_epochs(epochs))  # least_time's own product may round a hair below it
     scale = capped / epochs
     return 1, float(capped), fold_cost * scale, refit_cost * scale, (
         f"epochs capped {epochs:g} -> {capped} to fit the budget: early stopping may not have been reached")
@@ -235,6 +253,7 @@ class TransformerCandidate:
 
     def __init__(self, name: str, backbone: str | None = None, finetune: str | None = None):
         self.name, self.backbone, self.finetune = name, backbone, finetune
+        self.speed: tuple | None = None  # (context, config, examples/s): timed once, for a probe before it and its plan
 
     def configure(self, config: TrainConfig) -> TrainConfig:
         finetune = self.finetune or config.finetune
@@ -280,13 +299,29 @@ class TransformerCandidate:
         """(folds expected to fit, epochs, seconds per fold, seconds for the refit, note), from a speed probe."""
         if math.isinf(ctx.budget):
             return wanted_folds(ctx, cfg), cfg.epochs, math.nan, math.nan, ""
-        rate = probe_train_speed(cfg, ctx.records, len(ctx.scheme.classes))
+        fold_cost, refit_cost, rate = self.costs(ctx, cfg)
+        return fit_to_budget(ctx.left(), wanted_folds(ctx, cfg), cfg.epochs, fold_cost, refit_cost, rate)
+
+    def costs(self, ctx: Context, cfg: TrainConfig) -> tuple[float, float, float]:
+        """(seconds for one fold, for the refit, training examples/s) at `cfg.epochs`, from a speed probe run
+        once per context and config."""
+        if self.speed is None or self.speed[0] is not ctx or self.speed[1] != cfg:
+            self.speed = ctx, cfg, probe_train_speed(cfg, ctx.records, len(ctx.scheme.classes))
+        rate = self.speed[2]
         n, k = len(ctx.records), ctx.folds.k
         fitting = (1 - 1 / k) * n
         # per epoch: the fold's training rows, its early-stopping rows evaluated (~3x faster); then the held fold
         per_fold_epoch = (fitting * (1 - cfg.val_size) + fitting * cfg.val_size / 3 + n / k / 3 / cfg.epochs) / rate
-        fold_cost, refit_cost = ESTIMATE_MARGIN * cfg.epochs * per_fold_epoch, ESTIMATE_MARGIN * cfg.epochs * n / rate
-        return fit_to_budget(ctx.left(), wanted_folds(ctx, cfg), cfg.epochs, fold_cost, refit_cost, rate)
+        return ESTIMATE_MARGIN * cfg.epochs * per_fold_epoch, ESTIMATE_MARGIN * cfg.epochs * n / rate, rate
+
+    def least_time(self, ctx: Context) -> float:
+        """The least time left in which the budget would let it train (rank 0's clock and speed probe)."""
+        cfg = self.configure(ctx.config)
+        try:
+            fold_cost, refit_cost, _ = self.costs(ctx, cfg)
+        except InputError:  # it cannot start at all: its own turn says why
+            return math.inf
+        return least_time(cfg.epochs, fold_cost, refit_cost)
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         cfg = self.configure(ctx.config)
@@ -421,13 +456,19 @@ class ProbeCandidate:
             result.note = (f"{length} tokens, not probe_max_length {longest}: a pass at {longest} needs "
                            f"~{costs.seconds(views[0], longest):.0f}s, {max(ctx.left(), 0):.0f}s of the budget left")
         best, tried, search = None, [], []
+        scale = 1.0  # the views after a pass are priced from it, with MEASURED_MARGIN (the first estimate ran ~17% low)
         for view in views:  # narrowest first: the response alone is what a mean over tokens reads least diluted
-            if tried and math.isfinite(ctx.budget) and ranks.shared(seconds[view] > ctx.left() / 3):
+            cost = scale * seconds[view]
+            stop = tried and math.isfinite(ctx.budget) and ranks.shared(
+                self.too_dear(ctx, cost) if ranks.is_main() else None)
+            if stop:
                 result.note = join_notes(result.note, f"views {', '.join(tried)}: a pass over the {view} view needs "
-                                                      f"~{seconds[view]:.0f}s")
+                                                      f"~{cost:.0f}s, {max(ctx.left(), 0):.0f}s of the budget left")
                 break
-            ctx.say(f"{self.name}: layers {layers} of {self.backbone} over {n} rows, view {view} (~{seconds[view]:.0f}s)")
+            ctx.say(f"{self.name}: layers {layers} of {self.backbone} over {n} rows, view {view} (~{cost:.0f}s)")
+            started = time.perf_counter()
             features = encoder.features(ctx.records, view)
+            scale = ranks.shared(MEASURED_MARGIN * (time.perf_counter() - started) / seconds[view])
             cv = cross_validate_probe(features, [r.label for r in ctx.records], ctx.folds, ctx.scheme.classes,
                                       seed=ctx.config.seed, say=ctx.say)
             tried.append(view)
@@ -440,6 +481,19 @@ class ProbeCandidate:
         result.view, result.design = view, f"{ctx.folds.k}-fold"
         result.settings = {"view": view, "layer": cv.layer, "depth": max(layers), "max_length": length, "C": cv.C,
                            "search": search, "backbone": {"name": self.backbone, "path": ref.path}}
+
+    def too_dear(self, ctx: Context, cost: float) -> bool:
+        """Whether a further view's pass of `cost` seconds is not read. While a transformer after the probe could
+        still train in what is left, a view takes at most a third of it and never the time that transformer needs
+        (on a 2,000-row file MiniLM, run instead of a second view, lifted the blend by 0.029 on its fold); once none
+        could, the views may use all but FINISH_SECONDS (else 453 s of 900 went unused there; docs/benchmarks.md)."""
+        left = ctx.left()
+        needs = [c.least_time(ctx) for c in ctx.later if isinstance(c, TransformerCandidate)]
+        trainable = [need for need in needs if need <= left]
+        if trainable:
+            return cost > left / 3 or cost > left - sum(trainable)
+        ctx.say(f"{self.name}: no transformer after it can train in the {max(left, 0):.0f}s left; views may use them")
+        return cost > left - FINISH_SECONDS
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
         """The classifier on every row's features: those cross-validation computed, when the rows are the same."""
@@ -492,6 +546,8 @@ class PassCosts:
         return MEASURED_MARGIN * self.per_token * sum(min(n, max_length) for n in self.lengths[view])
 
 
+FINISH_SECONDS = 20.0  # what a probe's views leave of the budget once nothing after them needs it: the winner's refit
+# and the report after the clock stops (7 s on 2,000 rows) and start-up before it (3 s), so the command ends in time
 PROBE_MIN_LENGTH = 64  # the shortest read a probe is cut to for the budget: the demo's length
 
 
@@ -746,6 +802,7 @@ def run_portfolio(records: list[Record], scheme: Scheme, config: TrainConfig, wo
         result = Result(candidate.name, candidate.kind, source=candidate, note=folds.note if number == 1 else "")
         results.append(result)
         ctx.say(f"[{number}/{len(candidates)}] {candidate.name}")
+        ctx.later = candidates[number:]
         t0 = time.perf_counter()
         try:
             candidate.cross_validate(ctx, result)
