@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.shared_data import write_rows, xstest_gpt4_rows  # noqa: E402
+from bench.shared_data import dataset_of, xstest_gpt4_rows  # noqa: E402
 from judge.metrics import agreement  # noqa: E402
 from judge.model import Judge  # noqa: E402
-from judge.records import read_records  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
 from judge.training.config import TrainConfig, parse_overrides  # noqa: E402
 from judge.training.distill import distill  # noqa: E402
@@ -29,8 +27,7 @@ from judge.training.distill import distill  # noqa: E402
 
 def run(rows: list[dict], out: Path, overrides: dict) -> dict:
     """Distil, then time scoring on the test split; returns the figures it prints."""
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset = read_records(write_rows(Path(tmp) / "labels.jsonl", rows))
+    dataset = dataset_of(rows)
     config = TrainConfig.resolve(overrides={"holdout": 0.2, **overrides})  # an untouched test split to time scoring on
     report = distill(dataset, out, config, progress=False)
     judge = Judge.load(out)

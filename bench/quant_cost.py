@@ -31,9 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from bench.distill_compare import DATA  # noqa: E402
-from bench.shared_data import write_rows  # noqa: E402
+from bench.shared_data import dataset_of  # noqa: E402
 from judge.metrics import bootstrap_kappa, paired_kappa_difference, top_labels  # noqa: E402
-from judge.records import read_records  # noqa: E402
 from judge.splits import grouped_folds  # noqa: E402
 from judge.training.config import TrainConfig  # noqa: E402
 from judge.training.lexical import kappa  # noqa: E402
@@ -52,8 +51,7 @@ def main() -> None:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
-    with tempfile.TemporaryDirectory() as work:
-        dataset = read_records(write_rows(Path(work) / "all.jsonl", DATA["xstest"][0]()))
+    dataset = dataset_of(DATA["xstest"][0]())
     records, scheme = dataset.labelled, dataset.scheme
     config, folds = TrainConfig.resolve(), grouped_folds(records, 5, 0)
     run = [int(f) for f in args.folds.split(",")]

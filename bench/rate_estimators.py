@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,10 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.shared_data import write_rows, xstest_gpt4_rows  # noqa: E402
+from bench.shared_data import dataset_of, xstest_gpt4_rows  # noqa: E402
 from judge.calibrate import calibrate_out_of_fold  # noqa: E402
 from judge.metrics import group_by  # noqa: E402
-from judge.records import read_records  # noqa: E402
 from judge.splits import grouped_folds  # noqa: E402
 from judge.training.lexical import cross_validate_lexical  # noqa: E402
 
@@ -40,8 +38,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="fold assignments (and searches) to repeat")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset = read_records(write_rows(Path(tmp) / "xstest.jsonl", xstest_gpt4_rows()))
+    dataset = dataset_of(xstest_gpt4_rows())
     records, scheme = dataset.labelled, dataset.scheme
     in_rate = [scheme.classes.index(c) for c in scheme.rate_labels]
     y = np.array([scheme.classes.index(r.label) for r in records])

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,12 +38,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.distill_compare import DATA, model_errors  # noqa: E402
-from bench.shared_data import write_rows  # noqa: E402
+from bench.shared_data import dataset_of  # noqa: E402
 from judge.backbones import local_backbone, resolve_backbone  # noqa: E402
 from judge.backends.lexical import aligned_log_proba  # noqa: E402
 from judge.backends.probe import Encoder, backbone_layers, searched_layers  # noqa: E402
 from judge.metrics import top_labels  # noqa: E402
-from judge.records import read_records  # noqa: E402
 from judge.splits import grouped_folds, split_by_group  # noqa: E402
 from judge.training.config import TrainConfig  # noqa: E402
 from judge.training.ensemble import Blend, Stack, cross_fitted  # noqa: E402
@@ -163,8 +161,7 @@ def main() -> None:
                         help="pool grouped 5-fold outer folds instead of 80/20 splits: every row tests once a seed")
     args = parser.parse_args()
     rows = DATA[args.only][0]()
-    with tempfile.TemporaryDirectory() as work:
-        dataset = read_records(write_rows(Path(work) / "all.jsonl", rows))
+    dataset = dataset_of(rows)
     records, scheme, config = dataset.labelled, dataset.scheme, TrainConfig.resolve()
     features, views = probe_features(records, config)
     design = nested if args.nested else one_split

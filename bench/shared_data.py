@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from judge.records import Dataset, read_records
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -63,3 +66,9 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def dataset_of(rows: list[dict]) -> Dataset:
+    """The rows read as a user's labelled file is read (through a temporary JSONL file)."""
+    with tempfile.TemporaryDirectory() as work:
+        return read_records(write_rows(Path(work) / "labels.jsonl", rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +18,7 @@ from judge.backbones import local_backbone, resolve_backbone
 from judge.backends.transformer import load_classifier, load_tokenizer, native_bf16, parameter_count
 from judge.errors import InputError
 from judge.model import write_meta
-from judge.records import read_records
+from judge.records import file_sha256, read_records
 from judge.splits import split_by_group
 from tests.tiny import make_tiny_llama, synthetic_rows, write_jsonl
 from judge.training.config import TrainConfig
@@ -254,6 +255,25 @@ def test_hub_presets_need_a_network():
     assert ref.path == "Qwen/Qwen2.5-0.5B-Instruct" and ref.gguf_file is None
     with pytest.raises(InputError, match="hub backbones need a network"):
         load_tokenizer(ref)  # tests run with HF_HUB_OFFLINE=1
+
+
+def test_a_rewritten_gguf_file_never_reuses_the_old_conversion(tmp_path, monkeypatch):
+    """The file's digest is cached per process; a new size or mtime must rehash it."""
+    monkeypatch.setenv("JUDGE_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.gguf"
+
+    def converted_folder_for(content: bytes, mtime_ns: int) -> str:
+        gguf.write_bytes(content)
+        os.utime(gguf, ns=(mtime_ns, mtime_ns))
+        folder = tmp_path / "cache" / "backbones" / f"tiny-{file_sha256(gguf)[:12]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text("{}")  # a finished conversion: nothing to convert
+        return local_backbone(resolve_backbone(str(gguf))).path
+
+    first = converted_folder_for(b"first", 1_000_000_000)
+    assert converted_folder_for(b"first", 1_000_000_000) == first
+    assert converted_folder_for(b"other", 2_000_000_000) != first  # same size, rewritten later
+    assert converted_folder_for(b"first, longer", 1_000_000_000) != first  # same mtime, another size
 
 
 @pytest.mark.slow
