@@ -485,8 +485,8 @@ class ProbeCandidate:
     def too_dear(self, ctx: Context, cost: float) -> bool:
         """Whether a further view's pass of `cost` seconds is not read. While a transformer after the probe could
         still train in what is left, a view takes at most a third of it and never the time that transformer needs
-        (on a 2,000-row file MiniLM, run instead of a second view, lifted the blend by 0.029 on its fold); once none
-        could, the views may use all but FINISH_SECONDS (else 453 s of 900 went unused there; docs/benchmarks.md)."""
+        (on 2,000-row files a view more gained the probe nothing; what a fine-tune adds depends on the data); once
+        none could, the views may use all but FINISH_SECONDS (else 453 s of 900 went unused on one; docs/benchmarks.md)."""
         left = ctx.left()
         needs = [c.least_time(ctx) for c in ctx.later if isinstance(c, TransformerCandidate)]
         trainable = [need for need in needs if need <= left]
