@@ -430,12 +430,14 @@ class ProbeCandidate:
     def __init__(self, name: str, backbone: str):
         self.name, self.backbone = name, backbone
         self.features: tuple[list[Record], np.ndarray] | None = None  # (the rows, the chosen features): for refit
+        self.views_unreserved = False  # no transformer after it can train any more: said once, then the views use it
 
     def cross_validate(self, ctx: Context, result: Result) -> None:
         from judge.backbones import local_backbone, resolve_backbone
         from judge.backends.probe import Encoder, backbone_layers, searched_layers
         from judge.training.probe import cross_validate_probe
 
+        self.views_unreserved = False
         ref = local_backbone(resolve_backbone(self.backbone))
         layers = searched_layers(backbone_layers(ref))
         longest = ctx.config.probe_max_length
@@ -492,7 +494,9 @@ class ProbeCandidate:
         trainable = [need for need in needs if need <= left]
         if trainable:
             return cost > left / 3 or cost > left - sum(trainable)
-        ctx.say(f"{self.name}: no transformer after it can train in the {max(left, 0):.0f}s left; views may use them")
+        if needs and not self.views_unreserved:
+            ctx.say(f"{self.name}: no transformer after it can train in the {max(left, 0):.0f}s left; views may use them")
+        self.views_unreserved = True
         return cost > left - FINISH_SECONDS
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
