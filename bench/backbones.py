@@ -27,9 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.shared_data import xstest_gpt4_rows  # noqa: E402
+from bench.shared_data import dataset_of, xstest_gpt4_rows  # noqa: E402
 from judge.metrics import agreement  # noqa: E402
-from judge.records import build_dataset  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
 
 CANDIDATES = ("tfidf", "minilm", "smollm2")
@@ -37,8 +36,7 @@ VIEW = "full"  # question + response, as `judge distill` reads by default
 
 
 def load_split(seed: int = 0):
-    rows = xstest_gpt4_rows()
-    dataset = build_dataset([("xstest_v2.jsonl", i, r) for i, r in enumerate(rows, 1)], scheme="vlsbench")
+    dataset = dataset_of(xstest_gpt4_rows(), "xstest_v2.jsonl", scheme="vlsbench")
     return dataset.scheme, split_by_group(dataset.labelled, test_size=0.2, val_size=0.1, seed=seed)
 
 

@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.shared_data import gptfuzz_rows, write_rows, xstest_gpt4_rows  # noqa: E402
+from bench.shared_data import dataset_of, gptfuzz_rows, write_rows, xstest_gpt4_rows  # noqa: E402
 from judge.collect import draw_per_group  # noqa: E402
 from judge.estimate import Inputs, estimate  # noqa: E402
 from judge.model import Judge  # noqa: E402
-from judge.records import build_dataset, read_records  # noqa: E402
+from judge.records import build_dataset  # noqa: E402
 from judge.score import score_records  # noqa: E402
 from judge.training.config import TrainConfig  # noqa: E402
 from judge.training.distill import distill  # noqa: E402
@@ -47,7 +47,7 @@ def split_groups(rows: list[dict], share: float, seed: int) -> tuple[list[dict],
 
 def scored_inputs(train: list[dict], held: list[dict], seed: int, views: str, tmp: Path) -> tuple[Inputs, dict]:
     """Distil a lexical judge on `train`, score `held`; the teacher labels of `held` kept aside as the truth."""
-    dataset = read_records(write_rows(tmp / f"train{seed}.jsonl", train))
+    dataset = dataset_of(train, f"train{seed}.jsonl")
     distill(dataset, tmp / f"judge{seed}", TrainConfig.resolve(overrides={"student": "lexical", "views": views, "seed": seed}),
             progress=False)
     judge = Judge.load(tmp / f"judge{seed}")
@@ -146,7 +146,7 @@ def write_example(out: Path, n: int, seed: int = 0) -> None:
     train, held = split_groups(rows, 0.3, seed)
     write_rows(out / "train.jsonl", train)
     write_rows(out / "responses.jsonl", [{k: v for k, v in r.items() if k not in ("label", "label_human")} for r in held])
-    records = build_dataset([("responses.jsonl", i + 1, r) for i, r in enumerate(held)]).records
+    records = dataset_of(held, "responses.jsonl").records
     drawn, design = draw_per_group(records, n, per="model", seed=seed)
     write_rows(out / "teacher_sample.jsonl", [{**r.raw, "judge_sample": design[r.id]} for r in drawn])
     write_rows(out / "teacher_all.jsonl", held)  # every held-out label: only to check the example against

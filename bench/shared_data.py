@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from judge.records import Dataset, read_records
+from judge.records import Dataset, build_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -68,7 +67,6 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def dataset_of(rows: list[dict]) -> Dataset:
-    """The rows read as a user's labelled file is read (through a temporary JSONL file)."""
-    with tempfile.TemporaryDirectory() as work:
-        return read_records(write_rows(Path(work) / "labels.jsonl", rows))
+def dataset_of(rows: list[dict], source: str = "labels.jsonl", **options) -> Dataset:
+    """The rows checked as the lines of a user's file `source` are (`build_dataset` and its options)."""
+    return build_dataset([(source, line, row) for line, row in enumerate(rows, 1)], **options)

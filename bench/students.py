@@ -24,9 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.shared_data import gptfuzz_rows, xstest_gpt4_rows  # noqa: E402
+from bench.shared_data import dataset_of, gptfuzz_rows, xstest_gpt4_rows  # noqa: E402
 from judge.metrics import agreement  # noqa: E402
-from judge.records import build_dataset  # noqa: E402
 from judge.splits import split_by_group  # noqa: E402
 from judge.views import render_text  # noqa: E402
 from judge.training.config import TrainConfig, parse_overrides  # noqa: E402
@@ -36,14 +35,13 @@ from judge.training.portfolio import format_leaderboard, selection_title  # noqa
 
 
 def xstest():
-    rows = xstest_gpt4_rows()
-    return build_dataset([("xstest_v2.jsonl", i, r) for i, r in enumerate(rows, 1)], scheme="vlsbench")
+    return dataset_of(xstest_gpt4_rows(), "xstest_v2.jsonl", scheme="vlsbench")
 
 
 def gptfuzz(rows_wanted: int = 1500):
     """All 100 questions, rows_wanted // 100 responses each (seeded)."""
     rows = gptfuzz_rows(per_group=rows_wanted // 100)
-    return build_dataset([("gptfuzz.jsonl", i, r) for i, r in enumerate(rows, 1)], scheme="mmsafetybench")
+    return dataset_of(rows, "gptfuzz.jsonl", scheme="mmsafetybench")
 
 
 def run(name: str, dataset, config: TrainConfig, work: Path) -> None:

@@ -382,6 +382,10 @@ def test_the_probe_keeps_time_for_a_transformer_only_while_one_could_still_train
     monkeypatch.setattr(Encoder, "features", a_pass)
     speed_probes, said = [], []
     monkeypatch.setattr(Context, "say", lambda self, message: said.append(message))
+
+    def views_unreserved_lines():
+        return [message for message in said if "views may use them" in message]
+
     config = TrainConfig.resolve(overrides={"probe_max_length": 256, "folds": 3, "backbone": tiny_bert})
 
     def run(examples_per_second, budget):
@@ -411,7 +415,7 @@ def test_the_probe_keeps_time_for_a_transformer_only_while_one_could_still_train
     views, note, transformer, ctx = run(per_example / (left - priced["question"] / 2), budget=took["response"] + left)
     assert transformer.least_time(ctx) == pytest.approx(left - priced["question"] / 2)
     assert views == ["response"] and note == stopped_at_question(left)
-    assert not [message for message in said if "views may use them" in message]
+    assert not views_unreserved_lines()
     # it could never train: the views may use all that is left but FINISH_SECONDS, each priced from the pass before
     for spare, read in ((1, ["full", "question", "response"]), (-1, ["question", "response"])):
         speed_probes.clear()
@@ -419,7 +423,7 @@ def test_the_probe_keeps_time_for_a_transformer_only_while_one_could_still_train
         left = priced["full"] + FINISH_SECONDS + spare
         views, note, transformer, ctx = run(1e-3, budget=took["response"] + took["question"] + left)
         assert views == read and speed_probes == [1]
-        assert len([message for message in said if "views may use them" in message]) == 1  # once, not per view
+        assert len(views_unreserved_lines()) == 1  # once, not per view
         assert note == ("" if spare > 0 else f"views response, question: a pass over the full view needs "
                                              f"~{priced['full']:.0f}s, {left:.0f}s of the budget left")
     with pytest.raises(InputError, match="too few to train"):  # its own turn: refused, from the same speed probe
