@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.shared_data import dataset_of  # noqa: E402
 from judge.collect import TeacherConfig, collect, prepare, resolve_rubric  # noqa: E402
 from judge.records import build_dataset, read_records  # noqa: E402
 from tests.openai_server import ScriptedOpenAI  # noqa: E402
@@ -50,7 +51,7 @@ def serve(delay: float, urls: multiprocessing.Queue) -> None:
 
 def throughput(n: int, concurrency: int, delay: float, work: Path) -> None:
     rows = tagged_rows(n)
-    dataset = build_dataset([("bench.jsonl", i + 1, r) for i, r in enumerate(rows)])
+    dataset = dataset_of(rows, "bench.jsonl")
     urls: multiprocessing.Queue = multiprocessing.Queue()
     process = multiprocessing.Process(target=serve, args=(delay, urls), daemon=True)
     process.start()

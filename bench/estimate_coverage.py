@@ -33,7 +33,6 @@ from bench.shared_data import dataset_of, gptfuzz_rows, write_rows, xstest_gpt4_
 from judge.collect import draw_per_group  # noqa: E402
 from judge.estimate import Inputs, estimate  # noqa: E402
 from judge.model import Judge  # noqa: E402
-from judge.records import build_dataset  # noqa: E402
 from judge.score import score_records  # noqa: E402
 from judge.training.config import TrainConfig  # noqa: E402
 from judge.training.distill import distill  # noqa: E402
@@ -51,11 +50,10 @@ def scored_inputs(train: list[dict], held: list[dict], seed: int, views: str, tm
     distill(dataset, tmp / f"judge{seed}", TrainConfig.resolve(overrides={"student": "lexical", "views": views, "seed": seed}),
             progress=False)
     judge = Judge.load(tmp / f"judge{seed}")
-    unlabelled = build_dataset([("held", i, {k: v for k, v in r.items() if k != "label"}) for i, r in enumerate(held)],
-                               scheme=judge.scheme)
-    rows, predictions = score_records(judge, unlabelled.records)
     scheme = judge.scheme
-    records = build_dataset([("scored", i, row) for i, row in enumerate(rows)], scheme=scheme, label_field="judge_label").records
+    unlabelled = dataset_of([{k: v for k, v in r.items() if k != "label"} for r in held], "held", scheme=scheme)
+    rows, predictions = score_records(judge, unlabelled.records)
+    records = dataset_of(rows, "scored", scheme=scheme, label_field="judge_label").records
     probs = np.array([[p.probs[c] for c in scheme.classes] for p in predictions])
     truth = {r["id"]: scheme.parse(r["label"]) for r in held}
     return Inputs(records, probs, scheme, teacher={}), truth
