@@ -356,7 +356,7 @@ def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
         out["warnings"].append(f"{len(labelled)} teacher labels: no interval, only the student's plain rate")
     elif len(labelled) < MIN_TEACHER:
         out["warnings"].append(f"only {len(labelled)} teacher labels: the interval rests on little; label at least {MIN_TEACHER}")
-    out["warnings"] += out.pop("notes", [])
+    out["warnings"] += [f"{scheme.rate}: {note}" for note in out.pop("notes", [])]
     return out
 
 

@@ -10,9 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from judge.cli import app
-from judge.estimate import ipw_rate, load_inputs, ppi_rate, rate_interval, tuned_lam, wilson_ci
+from judge.estimate import Inputs, ipw_rate, load_inputs, ppi_rate, rate_interval, tuned_lam, wilson_ci
 from judge.estimate import estimate as estimate_rates
 from judge.errors import InputError
+from judge.records import record_from_row
+from judge.schemes import load_scheme
 from tests.tiny import MODELS, PHRASES, write_jsonl
 
 runner = CliRunner()
@@ -109,6 +111,21 @@ def test_interval_near_zero_does_not_collapse_and_still_covers():
         covered += r["ci"][0] <= y.mean() <= r["ci"][1]
     assert covered / trials >= 0.93
 
+
+
+def test_each_widening_warning_names_the_quantity_it_widened():
+    """VLSBench has a headline rate and a share per label; a note without its name cannot be acted on."""
+    scheme = load_scheme("vlsbench")
+    rng = np.random.default_rng(0)
+    records = [record_from_row({"id": f"r{i}", "question": "q", "response": "a", "model": "m"}, source="t", line=i + 1,
+                               label="refuse" if i < 57 else "unsafe") for i in range(60)]
+    probs = np.tile([0.9, 0.05, 0.05], (60, 1)) + rng.uniform(0, 0.01, (60, 3))
+    teacher = {r.id: r.label for r in records}  # 57 safe, 3 unsafe: both the rate and two shares are near an edge
+    out = estimate_rates(Inputs(records, probs / probs.sum(1, keepdims=True), scheme, teacher))
+    warned = out["overall"]["warnings"]
+    assert "safety rate: 3 teacher labels on one side: interval widened to contain the Wilson interval" in warned
+    assert any(w.startswith("share of unsafe: 3 teacher labels on one side") for w in warned)
+    assert all(w.startswith(("safety rate: ", "share of ")) for w in warned if "on one side" in w)
 
 # -- end to end: a real judge, a scored file, a teacher sample --------------------------------------
 
