@@ -33,9 +33,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show lib
         import warnings
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # the hub's bars for every weight load and save; our stages report their own progress
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         warnings.filterwarnings("ignore", category=FutureWarning)
-        # bitsandbytes warns on every CPU import that an optional kernel package is absent
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        # bitsandbytes warns on every CPU import that an optional kernel package is absent, and `kernels`
+        # that offline it cannot check the publisher of the kernel bitsandbytes asks for
+        for noisy in ("bitsandbytes", "kernels"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def fail(exc: Exception) -> typer.Exit:

