@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset as HFDataset
 from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback,
-                          TrainingArguments, set_seed)
+from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer,
+                          TrainerCallback, TrainingArguments, set_seed)
 from transformers.trainer_utils import get_last_checkpoint
 
 from judge.backbones import local_backbone, resolve_backbone
@@ -132,19 +132,20 @@ def _to_hf(tokenizer, records: list[Record], scheme: Scheme, config: TrainConfig
     return HFDataset.from_dict(columns)
 
 
-class LossKappaBar(TrainerCallback):
-    """Shows the latest training loss and validation kappa on the Trainer's own progress bar."""
+class LossKappaBar(ProgressCallback):
+    """The Trainer's progress bar with the latest training loss and validation kappa on it, where the stock
+    bar prints every log as a dict between its redraws."""
 
     def __init__(self):
-        self.bar_owner: ProgressCallback | None = None
+        super().__init__()
         self.shown: dict[str, str] = {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, name in (("loss", "loss"), ("eval_kappa", "val_kappa")):
             if key in (logs or {}):
                 self.shown[name] = f"{float(logs[key]):.3f}"
-        if self.bar_owner is not None and self.bar_owner.training_bar is not None:
-            self.bar_owner.training_bar.set_postfix(self.shown, refresh=False)
+        if self.training_bar is not None:
+            self.training_bar.set_postfix(self.shown, refresh=False)
 
 
 class KappaOrLossStopping(EarlyStoppingCallback):
@@ -249,12 +250,14 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    bar = LossKappaBar()
     stopping = [KappaOrLossStopping(config.early_stopping_patience)] if val_ds is not None else []
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_kappa_metric,
-                      compute_loss_func=distillation_loss(weights), callbacks=[*stopping, bar, *callbacks])
-    bar.bar_owner = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)), None)
+                      compute_loss_func=distillation_loss(weights), callbacks=[*stopping, *callbacks])
+    # the Trainer's own reporter prints every log as a dict, to stdout when its bar is off: ours, or none
+    trainer.remove_callback(ProgressCallback if progress else PrinterCallback)
+    if progress:
+        trainer.add_callback(LossKappaBar())
     checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     if resume and checkpoint is None:
         raise InputError(f"--resume: no checkpoint under {args.output_dir}")
