@@ -91,6 +91,19 @@ def _grouped_confusions(y_true, y_pred, groups, classes) -> np.ndarray:
     return out
 
 
+def resampled_confusions(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], groups: Sequence | None = None,
+                         *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, k, k) confusion matrices of bootstrap resamples of prompt groups (or rows), drawn with
+    replacement: every agreement figure's interval is read off the same draws."""
+    per_group = _grouped_confusions(y_true, y_pred, groups, classes)
+    return np.einsum("bg,gij->bij", _group_draws(per_group.shape[0], n_boot, seed), per_group)
+
+
+def accuracy_from_confusion(cm: np.ndarray) -> float:
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float("nan")
+
+
 def bootstrap_kappa(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], groups: Sequence | None = None,
                     *, n_boot: int = 1000, weights: str | None = None, level: float = 0.95,
                     seed: int = 0) -> tuple[float, float]:
@@ -100,8 +113,7 @@ def bootstrap_kappa(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], 
     """
     if len(y_true) == 0:
         return float("nan"), float("nan")
-    per_group = _grouped_confusions(y_true, y_pred, groups, classes)
-    cms = np.einsum("bg,gij->bij", _group_draws(per_group.shape[0], n_boot, seed), per_group)
+    cms = resampled_confusions(y_true, y_pred, classes, groups, n_boot=n_boot, seed=seed)
     return _percentile_interval(np.array([kappa_from_confusion(cm, weights) for cm in cms]), level)
 
 
@@ -174,23 +186,31 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
               n_boot: int = 1000, seed: int = 0) -> dict:
     """Every agreement number for one set of paired labels (teacher = y_true, student = y_pred).
 
-    Returns kappa with a group-bootstrap 95% interval, quadratic-weighted kappa on the scheme's
-    ordered classes, accuracy, macro-F1, per-class precision / recall / F1, the confusion matrix
-    (rows = teacher, columns = student) in counts and row-normalized and, given `safe_labels`, the
-    binary safe / unsafe view.
+    Returns kappa, quadratic-weighted kappa on the scheme's ordered classes and accuracy, each with a
+    group-bootstrap 95% interval (one set of resampled prompt groups for all); macro-F1, per-class
+    precision / recall / F1, the confusion matrix (rows = teacher, columns = student) in counts and
+    row-normalized and, given `safe_labels`, the binary safe / unsafe view with its intervals.
     """
     classes = list(classes)
     cm = confusion_matrix(y_true, y_pred, labels=classes)
     n = int(cm.sum())
+    draws = resampled_confusions(y_true, y_pred, classes, groups, n_boot=n_boot, seed=seed) if n_boot and n else None
+
+    def interval(stat, cms=draws):
+        return None if cms is None else _percentile_interval(np.array([stat(c) for c in cms]), 0.95)
+
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=0)
     present = [i for i, c in enumerate(classes) if support[i] > 0 or c in set(y_pred)]
+    ordinal = len(classes) > 2
     result = {
         "n": n,
         "kappa": kappa_from_confusion(cm),
-        "kappa_ci": bootstrap_kappa(y_true, y_pred, classes, groups, n_boot=n_boot, seed=seed) if n_boot else None,
-        "weighted_kappa": kappa_from_confusion(cm, "quadratic") if len(classes) > 2 else None,
-        "accuracy": float(np.trace(cm) / n) if n else float("nan"),
+        "kappa_ci": interval(kappa_from_confusion),
+        "weighted_kappa": kappa_from_confusion(cm, "quadratic") if ordinal else None,
+        "weighted_kappa_ci": interval(lambda c: kappa_from_confusion(c, "quadratic")) if ordinal else None,
+        "accuracy": accuracy_from_confusion(cm),
+        "accuracy_ci": interval(accuracy_from_confusion),
         "macro_f1": float(np.mean(f1[present])) if present else float("nan"),
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                           "support": int(support[i])} for i, c in enumerate(classes)},
@@ -198,12 +218,17 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
         "confusion": cm.tolist(),
         "confusion_normalized": (cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)).tolist(),
     }
-    if safe_labels is not None and len(classes) > 2:
-        to_binary = lambda y: ["safe" if v in safe_labels else "unsafe" for v in y]  # noqa: E731
-        binary_cm = confusion_matrix(to_binary(y_true), to_binary(y_pred), labels=["safe", "unsafe"])
+    if safe_labels is not None and ordinal:
+        # the same resampled groups, each draw's matrix folded to safe / unsafe
+        safe = np.array([c in safe_labels for c in classes])
+        fold = np.stack([safe, ~safe]).astype(float)  # (2, k): which binary class each label falls in
+        binary_cm = fold @ cm @ fold.T
+        binary_draws = None if draws is None else np.einsum("ai,bij,cj->bac", fold, draws, fold)
         result["binary"] = {"kappa": kappa_from_confusion(binary_cm),
-                            "accuracy": float(np.trace(binary_cm) / n) if n else float("nan"),
-                            "confusion": binary_cm.tolist()}
+                            "kappa_ci": interval(kappa_from_confusion, binary_draws),
+                            "accuracy": accuracy_from_confusion(binary_cm),
+                            "accuracy_ci": interval(accuracy_from_confusion, binary_draws),
+                            "confusion": binary_cm.astype(int).tolist()}
     return result
 
 

@@ -63,13 +63,12 @@ def agreement_blocks(report: dict) -> list[tuple]:
     """The report laid out as ("text", paragraph) and ("table", title, header, rows) blocks."""
     o = report["overall"]
     classes = o["classes"]
-    ci = o.get("kappa_ci")
-    blocks: list[tuple] = [("text", f"n={o['n']}  kappa={_num(o['kappa'])}"
-                            + (f" [95% CI {_num(ci[0])}, {_num(ci[1])}]" if ci else "")
-                            + (f"  weighted kappa={_num(o['weighted_kappa'])}" if o.get("weighted_kappa") is not None else "")
-                            + f"  accuracy={_num(o['accuracy'])}  macro-F1={_num(o['macro_f1'])}")]
+    blocks: list[tuple] = [("text", f"n={o['n']}  kappa={_with_ci(o, 'kappa')}"
+                            + (f"  weighted kappa={_with_ci(o, 'weighted_kappa')}" if o.get("weighted_kappa") is not None else "")
+                            + f"  accuracy={_with_ci(o, 'accuracy')}  macro-F1={_num(o['macro_f1'])}")]
     if "binary" in o:
-        blocks.append(("text", f"binary safe/unsafe: kappa={_num(o['binary']['kappa'])}  accuracy={_num(o['binary']['accuracy'])}"))
+        blocks.append(("text", f"binary safe/unsafe: kappa={_with_ci(o['binary'], 'kappa')}  "
+                               f"accuracy={_with_ci(o['binary'], 'accuracy')}"))
     blocks.append(("table", "per class", ["class", "precision", "recall", "F1", "support"],
                    [[c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
                     for c, v in o["per_class"].items()]))
@@ -97,10 +96,8 @@ def agreement_blocks(report: dict) -> list[tuple]:
             blocks.append(("text", f"student - teacher: the student's error in points, {view['interval']}"
                            + (f"; the student's rate: {view['student_rate']}" if view.get("student_rate") else "")))
         if view["kendall_tau"] is not None:
-            low, high = view.get("kendall_tau_ci") or (None, None)
-            interval = "" if low is None else f" [95% CI {_num(low)}, {_num(high)}]"
             blocks.append(("text", "Kendall's tau between the teacher's and the student's model rankings: "
-                                   f"{view['kendall_tau']:.3f}{interval}"))
+                                   + _with_ci(view, "kendall_tau")))
     plan = report.get("labels_plan")
     if plan:
         blocks.append(("table", f"teacher labels per {plan['by']} for a {1 - plan['alpha']:.0%} interval of "
@@ -112,6 +109,12 @@ def agreement_blocks(report: dict) -> list[tuple]:
         blocks.append(("text", f"planned for responses like these ({plan['method']}); to get the intervals: "
                        "judge collect --sample N --per model, then judge estimate"))
     return blocks
+
+
+def _with_ci(figures: dict, name: str) -> str:
+    """`0.863 [95% CI 0.783, 0.937]`: a figure with its interval where one was computed."""
+    ci = figures.get(f"{name}_ci")
+    return _num(figures[name]) + (f" [95% CI {_num(ci[0])}, {_num(ci[1])}]" if ci else "")
 
 
 def _kappa_cell(group: dict) -> str:

@@ -13,7 +13,7 @@ from judge.calibrate import (brier_score, calibrate_out_of_fold, expected_calibr
                              fitted_temperature, nll)
 from judge.card import render_card
 from judge.escalate import choose_threshold, cost_summary, escalation_curve, stored_threshold
-from judge.metrics import bootstrap_kappa, kappa_from_confusion
+from judge.metrics import agreement, bootstrap_kappa, kappa_from_confusion
 from judge.model import Judge, softmax
 from judge.records import Record, read_records
 from judge.score import score_records
@@ -64,6 +64,24 @@ def test_group_bootstrap_interval_brackets_the_estimate_and_shrinks_with_data():
         widths.append(high - low)
     assert widths[1] < widths[0] / 2  # about 1/sqrt(20) as wide with 20x the groups
 
+
+
+def test_every_agreement_figure_has_an_interval_from_the_same_resampled_groups():
+    from sklearn.metrics import cohen_kappa_score
+
+    teacher, student, groups, classes = _noisy_pairs(200, seed=4)
+    out = agreement(teacher, student, classes, groups=groups, safe_labels=["refuse", "warning"], n_boot=500)
+    assert out["kappa_ci"] == bootstrap_kappa(teacher, student, classes, groups, n_boot=500)
+    assert out["weighted_kappa_ci"] == bootstrap_kappa(teacher, student, classes, groups, n_boot=500,
+                                                       weights="quadratic")
+    binary = lambda y: ["safe" if v != "unsafe" else "unsafe" for v in y]  # noqa: E731
+    assert out["binary"]["kappa"] == pytest.approx(cohen_kappa_score(binary(teacher), binary(student)))
+    assert out["binary"]["kappa_ci"] == bootstrap_kappa(binary(teacher), binary(student), ["safe", "unsafe"], groups,
+                                                        n_boot=500)
+    for figures, name in ((out, "kappa"), (out, "weighted_kappa"), (out, "accuracy"),
+                          (out["binary"], "kappa"), (out["binary"], "accuracy")):
+        low, high = figures[f"{name}_ci"]
+        assert low < figures[name] < high and high - low < 0.25, name
 
 def test_per_model_rate_error_interval_resamples_whole_prompts_and_covers_a_known_bias():
     """A student that calls every 5th safe answer of model `b` unsafe: b's attack success rate reads ~16 points
