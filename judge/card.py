@@ -219,8 +219,8 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
 
     if report:
         out += ["## Agreement with the teacher\n",
-                f"Estimated by {report.get('method', method)}. Kappa intervals are 95% percentile bootstraps over prompt "
-                "groups. The benchmark view compares the "
+                f"Estimated by {report.get('method', method)}. The intervals of kappa, weighted kappa and accuracy are 95% "
+                "percentile bootstraps over prompt groups. The benchmark view compares the "
                 f"{scheme.rate} each evaluated model gets from the teacher and from the student"
                 + ("; the student's error on each carries a paired 95% bootstrap interval over prompt groups.\n"
                    if report.get("benchmark_view", {}).get("interval") else ".\n"),
