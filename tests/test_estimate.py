@@ -112,7 +112,6 @@ def test_interval_near_zero_does_not_collapse_and_still_covers():
     assert covered / trials >= 0.93
 
 
-
 def test_each_widening_warning_names_the_quantity_it_widened():
     """VLSBench has a headline rate and a share per label; a note without its name cannot be acted on."""
     scheme = load_scheme("vlsbench")
@@ -126,6 +125,7 @@ def test_each_widening_warning_names_the_quantity_it_widened():
     assert "safety rate: 3 teacher labels on one side: interval widened to contain the Wilson interval" in warned
     assert any(w.startswith("share of unsafe: 3 teacher labels on one side") for w in warned)
     assert all(w.startswith(("safety rate: ", "share of ")) for w in warned if "on one side" in w)
+
 
 # -- end to end: a real judge, a scored file, a teacher sample --------------------------------------
 

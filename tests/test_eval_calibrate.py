@@ -65,7 +65,6 @@ def test_group_bootstrap_interval_brackets_the_estimate_and_shrinks_with_data():
     assert widths[1] < widths[0] / 2  # about 1/sqrt(20) as wide with 20x the groups
 
 
-
 def test_every_agreement_figure_has_an_interval_from_the_same_resampled_groups():
     from sklearn.metrics import cohen_kappa_score
 
@@ -82,6 +81,7 @@ def test_every_agreement_figure_has_an_interval_from_the_same_resampled_groups()
                           (out["binary"], "kappa"), (out["binary"], "accuracy")):
         low, high = figures[f"{name}_ci"]
         assert low < figures[name] < high and high - low < 0.25, name
+
 
 def test_per_model_rate_error_interval_resamples_whole_prompts_and_covers_a_known_bias():
     """A student that calls every 5th safe answer of model `b` unsafe: b's attack success rate reads ~16 points

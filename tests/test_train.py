@@ -126,7 +126,6 @@ def test_bert_lora_adapter_and_merged_export_predict_the_same(tiny_bert, tmp_pat
     assert Judge.load(tmp_path / "merged").meta["training"]["export"] == "merged"
 
 
-
 def test_training_prints_one_bar_with_loss_and_kappa_or_nothing(tiny_bert, tmp_path, capfd):
     """The Trainer's stock reporters print each log as a dict (to stdout when the bar is off): replaced."""
     dataset, config = _dataset(tmp_path), _tiny_config(tiny_bert)
@@ -136,6 +135,7 @@ def test_training_prints_one_bar_with_loss_and_kappa_or_nothing(tiny_bert, tmp_p
     train_transformer(_split(dataset), dataset.scheme, config, tmp_path / "shown", progress=True)
     shown = capfd.readouterr()
     assert "val_kappa=" in shown.err and "{'" not in shown.out + shown.err
+
 
 def test_full_fine_tune_moves_every_weight_at_its_own_lr_and_exports_the_whole_model(tiny_bert, tmp_path):
     dataset = _dataset(tmp_path)
