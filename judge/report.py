@@ -86,8 +86,9 @@ def agreement_blocks(report: dict) -> list[tuple]:
                        [[who, *(_pct(rates[who][c]) for c in classes), _pct(rates[who]["rate"])]
                         for who in ("teacher", "student")]))
     for field, groups in report.get("by", {}).items():
-        blocks.append(("table", f"agreement by {field}", [field, "n", "kappa", "accuracy", "macro-F1"],
-                       [[k, str(v["n"]), _kappa_cell(v), _num(v["accuracy"]), _num(v["macro_f1"])]
+        blocks.append(("table", f"agreement by {field}",
+                       [field, "n", "kappa [95% CI]", "accuracy [95% CI]", "macro-F1"],
+                       [[k, str(v["n"]), _kappa_cell(v), _with_ci(v, "accuracy", said=""), _num(v["macro_f1"])]
                         for k, v in groups.items()]))
     view = report.get("benchmark_view")
     if view:
@@ -111,17 +112,18 @@ def agreement_blocks(report: dict) -> list[tuple]:
     return blocks
 
 
-def _with_ci(figures: dict, name: str) -> str:
-    """`0.863 [95% CI 0.783, 0.937]`: a figure with its interval where one was computed."""
+def _with_ci(figures: dict, name: str, *, said: str = "95% CI ") -> str:
+    """`0.863 [95% CI 0.783, 0.937]`, a figure with its interval where one was computed (`said=""` in a
+    table whose header names the interval)."""
     ci = figures.get(f"{name}_ci")
-    return _num(figures[name]) + (f" [95% CI {_num(ci[0])}, {_num(ci[1])}]" if ci else "")
+    return _num(figures[name]) + (f" [{said}{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
 
 
 def _kappa_cell(group: dict) -> str:
     """Kappa, or why there is none: with one teacher class kappa is 0 or undefined whatever the student does."""
     if sum(v["support"] > 0 for v in group["per_class"].values()) == 1:
         return "n/a, one class"
-    return _num(group["kappa"])
+    return _with_ci(group, "kappa", said="")
 
 
 def benchmark_table(view: dict) -> tuple[list[str], list[list[str]]]:

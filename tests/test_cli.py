@@ -54,6 +54,9 @@ def test_distill_score_eval_round_trip(tiny_bert, tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "scored.jsonl"), "--reference", str(reference)])
     assert result.exit_code == 0, result.output
     assert "30 paired responses" in result.output and "kappa=" in result.output
+    assert "accuracy=" in result.output and result.output.count("[95% CI ") >= 5  # every agreement figure
+    model_a = next(line for line in result.output.splitlines() if line.startswith("model-a "))
+    assert model_a.count("[") == 2 or "n/a, one class" in model_a  # per model: kappa and accuracy intervals
     assert "teacher \\ student" in result.output
     assert (tmp_path / "scored.confusion.png").stat().st_size > 1000
 
