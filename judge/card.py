@@ -13,7 +13,7 @@ from pathlib import Path
 from judge.backbones import PRESETS
 from judge.calibrate import N_BINS, fitted_temperature, out_of_fold
 from judge.errors import InputError
-from judge.escalate import format_confidence
+from judge.escalate import format_confidence, out_of_fold_sentence
 from judge.model import ARTIFACT_FILE
 from judge.report import format_markdown, markdown_table
 from judge.schemes import Scheme
@@ -132,7 +132,9 @@ def escalation_sentence(escalation: dict) -> str:
     return (f"To reach kappa {target} with the teacher, send responses whose calibrated confidence is below "
             f"{format_confidence(escalation['threshold'])} to the teacher: {100 * escalation['escalated_share']:.1f}% of "
             f"the {escalation['n']} calibration items (kappa {escalation['kappa']:.3f} there; the student alone reaches "
-            f"{escalation['student_kappa']:.3f}), saving {100 * escalation['cost_saved_share']:.1f}% of teacher calls.")
+            f"{escalation['student_kappa']:.3f}), saving {100 * escalation['cost_saved_share']:.1f}% of teacher calls."
+            + (f" On items that did not choose the threshold the rule reached "
+               f"{out_of_fold_sentence(escalation['out_of_fold'])}." if escalation.get("out_of_fold") else ""))
 
 
 def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> str:

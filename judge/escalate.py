@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from judge.calibrate import label_indices
 from judge.errors import InputError
-from judge.metrics import kappa_from_confusion
+from judge.metrics import bootstrap_kappa, bootstrap_share, kappa_from_confusion
 from judge.model import Judge, Prediction, softmax
 from judge.records import Record, file_sha256
 from judge.score import scored_row
+from judge.splits import grouped_folds
 
 DEFAULT_COST_PER_CALL = 0.005  # USD, about one GPT-4o call with a rubric and a response
 
@@ -78,7 +80,8 @@ def escalation_plan(judge: Judge, records: Sequence[Record], target_kappa: float
     y = label_indices(records, judge.classes_)
     logits = judge.logits(records) if logits is None else np.asarray(logits)
     probs = softmax(logits, judge.temperature)
-    curve = escalation_curve(probs.max(axis=1), probs.argmax(axis=1), y, len(judge.classes_))
+    confidence, student = probs.max(axis=1), probs.argmax(axis=1)
+    curve = escalation_curve(confidence, student, y, len(judge.classes_))
     chosen = choose_threshold(curve, target_kappa)
     share = chosen["escalated_share"] if chosen else 1.0
     plan = {
@@ -91,12 +94,37 @@ def escalation_plan(judge: Judge, records: Sequence[Record], target_kappa: float
         "cost": cost_summary(share, cost_per_call),
         "temperature": judge.temperature,
         "n": int(len(y)),
+        "out_of_fold": out_of_fold_escalation(records, confidence, student, y, len(judge.classes_), target_kappa),
         "source": str(source) if source else None,
         "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
     }
     judge.meta["escalation"] = {**plan, "curve": [[round(p["threshold"], 6), round(p["escalated_share"], 6),
                                                    round(p["kappa"], 6)] for p in curve]}
     return {**plan, "curve": curve}
+
+
+def out_of_fold_escalation(records: Sequence[Record], confidence: np.ndarray, student: np.ndarray, teacher: np.ndarray,
+                           n_classes: int, target_kappa: float, *, folds: int = 5, seed: int = 0) -> dict | None:
+    """What the rule "escalate below the threshold that reaches the target" delivers on rows that did not choose
+    it: each grouped fold's rows escalated at the threshold chosen on the other folds, pooled, with
+    group-bootstrap intervals. On the rows that chose it, the threshold reaches the target by construction.
+    None where the rows cannot be split into folds (one prompt group, one class)."""
+    try:
+        split = grouped_folds(list(records), folds, seed)
+    except InputError:
+        return None
+    mixed, escalated = teacher.copy(), np.zeros(len(teacher), dtype=bool)
+    for fold in range(split.k):
+        fit, held = split.fit_rows(fold), split.held(fold)
+        chosen = choose_threshold(escalation_curve(confidence[fit], student[fit], teacher[fit], n_classes), target_kappa)
+        escalated[held] = confidence[held] < (chosen["threshold"] if chosen else np.inf)
+        mixed[held] = np.where(escalated[held], teacher[held], student[held])
+    groups, classes = [r.prompt_group for r in records], list(range(n_classes))
+    return {"design": f"grouped {split.k}-fold: each fold's rows escalated at the threshold chosen on the other "
+                      f"{split.k - 1} folds, pooled; 95% group-bootstrap intervals",
+            "kappa": kappa_from_confusion(confusion_matrix(teacher, mixed, labels=classes)),
+            "kappa_ci": bootstrap_kappa(teacher, mixed, classes, groups),
+            "escalated_share": float(escalated.mean()), "escalated_share_ci": bootstrap_share(escalated, groups)}
 
 
 def stored_threshold(meta: dict, target_kappa: float | None = None) -> float | None:
@@ -168,6 +196,12 @@ def format_confidence(value: float) -> str:
     return f"{value:.{digits}f}"
 
 
+def out_of_fold_sentence(figures: dict) -> str:
+    (k_low, k_high), (s_low, s_high) = figures["kappa_ci"], figures["escalated_share_ci"]
+    return (f"kappa {figures['kappa']:.3f} [95% CI {k_low:.3f}, {k_high:.3f}] with {100 * figures['escalated_share']:.1f}% "
+            f"[{100 * s_low:.1f}, {100 * s_high:.1f}] of items to the teacher ({figures['design']})")
+
+
 def format_plan(plan: dict) -> str:
     from judge.report import table
 
@@ -181,6 +215,8 @@ def format_plan(plan: dict) -> str:
         lines.append(f"target kappa {plan['target_kappa']}: escalate below confidence {format_confidence(plan['threshold'])}; "
                      f"{100 * plan['escalated_share']:.1f}% of items go to the teacher (kappa {plan['kappa']:.3f} "
                      f"on {plan['n']} calibration items, student alone {plan['student_kappa']:.3f})")
+        if plan.get("out_of_fold"):
+            lines.append(f"the same rule out of fold: {out_of_fold_sentence(plan['out_of_fold'])}")
     lines.append(f"teacher cost per {cost['per_items']} items at ${cost['cost_per_call']}/call: "
                  f"${cost['teacher_only']:.2f} all-teacher, ${cost['with_escalation']:.2f} with escalation "
                  f"(saves ${cost['saved']:.2f}, {100 * plan['cost_saved_share']:.1f}%)")

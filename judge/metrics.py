@@ -104,6 +104,17 @@ def accuracy_from_confusion(cm: np.ndarray) -> float:
     return float(np.trace(cm) / total) if total else float("nan")
 
 
+def bootstrap_share(flags: Sequence[bool], groups: Sequence | None = None, *, n_boot: int = 1000,
+                    level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the share of flagged rows, resampling prompt groups (or rows)."""
+    if len(flags) == 0:
+        return float("nan"), float("nan")
+    ids = _group_ids(groups, len(flags))
+    hits, sizes = np.bincount(ids, weights=np.asarray(flags, dtype=float)), np.bincount(ids)
+    draws = _group_draws(len(sizes), n_boot, seed)
+    return _percentile_interval(draws @ hits / (draws @ sizes), level)
+
+
 def bootstrap_kappa(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], groups: Sequence | None = None,
                     *, n_boot: int = 1000, weights: str | None = None, level: float = 0.95,
                     seed: int = 0) -> tuple[float, float]:

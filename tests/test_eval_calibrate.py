@@ -246,6 +246,41 @@ def test_escalation_curve_on_a_hand_made_array():
     assert cost["saved"] == pytest.approx(7.5)
 
 
+
+def _calibration_rows(n_groups: int, seed: int):
+    """Two responses a prompt; the student errs on ~25% of rows, and only those have confidence below 0.6."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.integers(0, 2, 2 * n_groups)
+    wrong = rng.random(2 * n_groups) < 0.25
+    student = np.where(wrong, 1 - teacher, teacher)
+    confidence = np.where(wrong, rng.uniform(0.5, 0.6, 2 * n_groups), rng.uniform(0.7, 1.0, 2 * n_groups))
+    records = [Record(id=f"r{i}", question=f"prompt {i // 2}", response="a", label=["refuse", "unsafe"][t],
+                      group=f"p{i // 2}") for i, t in enumerate(teacher)]
+    return records, confidence, student, teacher, wrong
+
+
+def test_escalation_rule_checked_out_of_fold():
+    from judge.escalate import out_of_fold_escalation
+
+    records, confidence, student, teacher, wrong = _calibration_rows(150, seed=0)
+    # confidence that knows every mistake: for kappa 1 each fold's threshold is the lowest confidence of a right
+    # answer on the other folds (just above 0.7), so every held mistake goes to the teacher, with the few right
+    # answers of a held fold that fall below that threshold: the price of a threshold its rows did not choose
+    out = out_of_fold_escalation(records, confidence, student, teacher, 2, 1.0)
+    assert out["kappa"] == pytest.approx(1.0) and wrong.mean() < out["escalated_share"] < wrong.mean() + 0.02
+    low, high = out["escalated_share_ci"]
+    assert low < wrong.mean() < high and high - low < 0.15
+    # a target no threshold reaches: every row goes to the teacher
+    out = out_of_fold_escalation(records, confidence, student, teacher, 2, 1.01)
+    assert out["kappa"] == pytest.approx(1.0) and out["escalated_share"] == 1.0
+    # a target below the student's own kappa: the threshold is the other folds' lowest confidence, so almost
+    # nothing goes to the teacher and the kappa is about the student's
+    out = out_of_fold_escalation(records, confidence, student, teacher, 2, 0.0)
+    assert out["escalated_share"] < 0.01 and out["kappa"] < 0.6
+    # one prompt group cannot be split into folds
+    one_group = [Record(id=r.id, question=r.question, response=r.response, label=r.label, group="g") for r in records]
+    assert out_of_fold_escalation(one_group, confidence, student, teacher, 2, 1.0) is None
+
 # -- the CLI on a tiny judge -------------------------------------------------------------------
 
 @pytest.fixture
@@ -344,6 +379,10 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     assert escalation["target_kappa"] == 0.95 and 0 <= escalation["escalated_share"] <= 1
     assert stored_threshold(meta) == (escalation["threshold"] if escalation["threshold"] is not None else float("inf"))
     assert "escalate below confidence" in result.output or "out of reach" in result.output
+    out_of_fold = escalation["out_of_fold"]  # the rule checked on rows that did not choose its threshold
+    assert out_of_fold["design"].startswith("grouped ") and 0 <= out_of_fold["escalated_share"] <= 1
+    assert out_of_fold["kappa_ci"][0] <= out_of_fold["kappa"] <= out_of_fold["kappa_ci"][1]
+    assert escalation["threshold"] is None or "the same rule out of fold: kappa" in result.output
 
     # rows the judge is known to handle (drawn as its training rows were): their kappa must read "within"
     fresh = write_jsonl(tmp_path / "fresh.jsonl", synthetic_rows(150)[:40])
