@@ -72,7 +72,8 @@ def cost_summary(escalated_share: float, cost_per_call: float, per: int = 1000) 
 def escalation_plan(judge: Judge, records: Sequence[Record], target_kappa: float, *,
                     logits: np.ndarray | None = None, cost_per_call: float = DEFAULT_COST_PER_CALL,
                     source: str | Path | None = None) -> dict:
-    """Curve and chosen threshold on teacher-labelled `records`, stored in ``judge.meta["escalation"]``.
+    """Curve and chosen threshold on teacher-labelled `records`, and the rule checked out of fold, stored in
+    ``judge.meta["escalation"]``.
 
     Confidences use the judge's current temperature, so calibrate first. Call ``judge.save_meta()``
     to keep the threshold in the artifact.
