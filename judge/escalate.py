@@ -17,7 +17,7 @@ from sklearn.metrics import confusion_matrix
 
 from judge.calibrate import label_indices
 from judge.errors import InputError
-from judge.metrics import bootstrap_kappa, bootstrap_share, kappa_from_confusion
+from judge.metrics import accuracy_from_confusion, bootstrap_kappa, bootstrap_share, kappa_from_confusion
 from judge.model import Judge, Prediction, softmax
 from judge.records import Record, file_sha256
 from judge.score import scored_row
@@ -51,7 +51,7 @@ def escalation_curve(confidence: Sequence[float], student: Sequence[int], teache
         if kept == n or confidence[order[kept]] < confidence[i]:
             points.append({"threshold": float(confidence[i]), "kept": kept, "escalated": n - kept,
                            "escalated_share": (n - kept) / n, "kappa": kappa_from_confusion(cm),
-                           "accuracy": float(np.trace(cm) / n)})
+                           "accuracy": accuracy_from_confusion(cm)})
     return points[::-1]
 
 

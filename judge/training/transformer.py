@@ -27,7 +27,7 @@ from judge.backbones import local_backbone, resolve_backbone
 from judge.backends.transformer import (count_truncated, encode, load_classifier, load_tokenizer, native_bf16,
                                         parameter_count, quantization_config)
 from judge.errors import InputError
-from judge.metrics import kappa_from_confusion
+from judge.metrics import accuracy_from_confusion, kappa_from_confusion
 from judge.records import Record
 from judge.schemes import Scheme
 from judge.splits import Split
@@ -179,7 +179,7 @@ def _kappa_metric(eval_pred) -> dict:
     cm = np.zeros((k, k))
     np.add.at(cm, (y_true.astype(int), y_pred), 1)
     kappa = kappa_from_confusion(cm)
-    return {"kappa": -1.0 if np.isnan(kappa) else kappa, "accuracy": float(np.trace(cm) / cm.sum())}
+    return {"kappa": -1.0 if np.isnan(kappa) else kappa, "accuracy": accuracy_from_confusion(cm)}
 
 
 def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir: Path, *,
