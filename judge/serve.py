@@ -129,9 +129,9 @@ class MicroBatcher:
     async def _score(self, batch: list[tuple[Record, asyncio.Future]]) -> None:
         try:
             predictions = await asyncio.to_thread(self.judge.predict, [record for record, _ in batch])
-        except Exception as exc:  # every waiting request gets the error; the server keeps going
-            log.exception("scoring a batch of %d failed", len(batch))
-            predictions = [exc] * len(batch)
+        except Exception:  # rescored one by one, so a request that breaks the judge fails alone
+            log.exception("scoring a batch of %d failed; scoring its requests one by one", len(batch))
+            predictions = [await asyncio.to_thread(self._predict_one, record) for record, _ in batch]
         self.stats.requests += len(batch)
         self.stats.batches += 1
         self.stats.largest = max(self.stats.largest, len(batch))
@@ -142,6 +142,13 @@ class MicroBatcher:
                 future.set_exception(prediction)
             else:
                 future.set_result(prediction)
+
+    def _predict_one(self, record: Record) -> Prediction | Exception:
+        try:
+            return self.judge.predict([record])[0]
+        except Exception as exc:  # the server keeps going; this request gets a 500
+            log.exception("scoring request %s failed", record.id)
+            return exc
 
     async def predict(self, record: Record) -> Prediction:
         future = asyncio.get_running_loop().create_future()

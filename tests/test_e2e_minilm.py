@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from judge.cli import app
 from judge import Judge, read_records
+from judge.records import Record
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 runner = CliRunner()
@@ -59,3 +60,11 @@ def test_smollm2_probe_on_the_demo_labels(tmp_path):
     assert len(judge.encoder.model.layers) == 20
     records = read_records(EXAMPLES / "demo_responses.jsonl").records
     assert len(judge.predict(records)) == 60
+
+    # A decoder makes no tokens of "": an empty answer (VLMEvalKit sends one for a missing prediction) is read
+    # as the end-of-text token, the same alone as beside other rows, where a mean over no tokens broke the batch.
+    empty, asked = Record(id="empty", response=""), Record(id="asked", question="How do I pick a lock?", response="")
+    alone = judge.predict([empty])[0]
+    batched = judge.predict([*records[:3], empty, asked])
+    assert batched[3].label == alone.label and batched[3].probs == pytest.approx(alone.probs, abs=1e-4)
+    assert all(0 <= p <= 1 for prediction in batched for p in prediction.probs.values())

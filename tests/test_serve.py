@@ -229,6 +229,40 @@ def test_async_clients_are_micro_batched(server, judge):
     assert batches < requests and stats.largest > 1
 
 
+class BreaksOn:
+    """The tiny judge, failing on one response as a judge can fail on input it was never built for."""
+
+    def __init__(self, judge: Judge, response: str):
+        self.judge, self.response = judge, response
+
+    def predict(self, records, **options):
+        if any(r.response == self.response for r in records):
+            raise RuntimeError("the backbone cannot read this row")
+        return self.judge.predict(records, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.judge, name)
+
+
+def test_a_request_that_breaks_the_judge_fails_alone_not_its_batch(judge):
+    broken = BreaksOn(judge, "this row breaks the judge")
+    app = create_app(broken, name="tiny-judge", max_batch=16, batch_wait_ms=300)  # long wait: one batch for all
+    work = [*RESPONSES[:4], broken.response]
+
+    async def run(url) -> list:
+        client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+        async with client:
+            return await asyncio.gather(*(client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": MM_TEMPLATE.format(prediction=r)}])
+                for r in work), return_exceptions=True)
+
+    with running(app) as url:
+        done = asyncio.run(run(url))
+    assert app.state.batcher.stats.largest == len(work)  # scored together, then one by one after the failure
+    assert [c.choices[0].message.content for c in done[:4]] == [safe_word(judge, "", r) for r in work[:4]]
+    assert isinstance(done[4], openai.InternalServerError)
+
+
 def test_mmsafetybench_word_with_logprobs(client, judge):
     refusal = RESPONSES[0]
     completion = client.chat.completions.create(

@@ -95,6 +95,9 @@ def encode(tokenizer, records: Sequence[Record], view: str, max_length: int, *, 
     its batch-mates: a record's tokens, and so its label, never depend on the batch it lands in.
     """
     pairs = [render(r, view) for r in records]
+    filler = empty_text_filler(tokenizer)
+    if filler:
+        pairs = [(context, response if context or response else filler) for context, response in pairs]
     alone = [i for i, (context, _) in enumerate(pairs) if not context]
     if len(alone) == len(pairs):
         return tokenizer([resp for _, resp in pairs], truncation=True, max_length=max_length, padding=padding,
@@ -113,6 +116,14 @@ def encode(tokenizer, records: Sequence[Record], view: str, max_length: int, *, 
     if padding is False and return_tensors is None:
         return {key: [f[key] for f in features] for key in features[0]}
     return tokenizer.pad(features, padding=padding, return_tensors=return_tensors)
+
+
+def empty_text_filler(tokenizer) -> str | None:
+    """What an empty row is read as, where the tokenizer makes no tokens of "" (a decoder's, unlike BERT's
+    [CLS] [SEP]): its end-of-text token, so the row is the model ending at once, not a mean over no tokens."""
+    if tokenizer("")["input_ids"]:
+        return None
+    return tokenizer.eos_token or tokenizer.unk_token
 
 
 def token_lengths(tokenizer, records: Sequence[Record], view: str, max_length: int) -> list[int]:
