@@ -124,24 +124,27 @@ def compile_patterns(patterns: Sequence[str | re.Pattern]) -> list[re.Pattern]:
     return compiled
 
 
-def _vlsbench(text: str) -> tuple[str, str] | None:
+Span = tuple[int, int]  # where in the prompt a part sits, so cutting it out leaves the template as written
+
+
+def _vlsbench(text: str) -> tuple[Span | None, Span] | None:
     query = _VLS_QUERY.search(text)
     marker = _VLS_RESPONSE.search(text, query.end() if query else 0)
     if not query or not marker:
         return None
-    rest = text[marker.end():]
-    tails = list(_VLS_TAIL.finditer(rest))
-    if tails:
-        rest = rest[:tails[-1].start()]
-    return text[query.end():marker.start()].strip(), rest.strip()
+    tails = list(_VLS_TAIL.finditer(text, marker.end()))
+    return (query.end(), marker.start()), (marker.end(), tails[-1].start() if tails else len(text))
 
 
-def _marked(regex: re.Pattern, text: str) -> tuple[str, str] | None:
+def _marked(regex: re.Pattern, text: str) -> tuple[Span | None, Span] | None:
     match = regex.search(text)
-    return (match.group("question").strip(), match.group("response").strip()) if match else None
+    if not match or match.group("response") is None:
+        return None
+    asked = "question" in regex.groupindex and match.group("question") is not None
+    return (match.span("question") if asked else None), match.span("response")
 
 
-def _mmsafetybench(text: str) -> tuple[str, str] | None:
+def _mmsafetybench(text: str) -> tuple[Span | None, Span] | None:
     """The answer after the last filled-in demonstration, up to the closing "Your output:"."""
     tail = _MM_TAIL.search(text)
     if not tail:
@@ -150,7 +153,7 @@ def _mmsafetybench(text: str) -> tuple[str, str] | None:
     for header, following in zip(headers, [*headers[1:], None]):
         segment = text[header.end():following.start() if following else tail.start()]
         if following is None or not _MM_FILLED.search(segment):
-            return "", text[header.end():tail.start()].strip()
+            return None, (header.end(), tail.start())
     return None
 
 
@@ -158,11 +161,16 @@ _RULES = (("vlsbench", _vlsbench), ("jailbreakbench", lambda t: _marked(_JBB, t)
           ("harmbench", lambda t: _marked(_HARMBENCH, t)), ("mmsafetybench", _mmsafetybench))
 
 
-def _found(text: str, question: str, response: str, rule: str, has_image: bool) -> Extraction:
-    template = text.replace(response, "") if response else text
-    if question:
-        template = template.replace(question, "")
-    return Extraction(question, response, rule, has_image, template, scenario_of(template))
+def _found(text: str, question: Span | None, response: Span, rule: str, has_image: bool) -> Extraction:
+    """The parts at their spans, and the template: the prompt with just those spans cut out (an answer that is
+    a word of the rubric, "lobbying" say, leaves the rubric whole)."""
+    pieces, kept = [], 0
+    for start, end in sorted(s for s in (question, response) if s):
+        pieces.append(text[kept:start])
+        kept = end
+    template = "".join([*pieces, text[kept:]])
+    asked = text[question[0]:question[1]].strip() if question else ""
+    return Extraction(asked, text[response[0]:response[1]].strip(), rule, has_image, template, scenario_of(template))
 
 
 def extract(text: str, *, patterns: Sequence[re.Pattern] = (), has_image: bool = False) -> Extraction:
@@ -174,10 +182,9 @@ def extract(text: str, *, patterns: Sequence[re.Pattern] = (), has_image: bool =
     'mmsafetybench'
     """
     for regex in patterns:
-        match = regex.search(text)
-        if match and match.group("response") is not None:
-            question = (match.groupdict().get("question") or "").strip()
-            return _found(text, question, match.group("response").strip(), "pattern", has_image)
+        spans = _marked(regex, text)
+        if spans is not None:
+            return _found(text, *spans, "pattern", has_image)
     for rule, undo in _RULES:
         found = undo(text)
         if found is not None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from judge.extract import (ASKS_SAFE_WORD, Extraction, ExtractionError, compile_patterns, extract,
@@ -79,8 +79,8 @@ class ChatRequest(BaseModel):
     messages: list[dict]
     response_format: dict | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = None
-    n: int | None = 1
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # OpenAI's own bounds
+    n: int | None = Field(1, ge=1, le=128)
     stream: bool | None = False
 
 
@@ -259,13 +259,17 @@ def schema_answer(schema: dict, scheme: Scheme, prediction: Prediction, judge_na
     props = schema.get("properties")
     if not isinstance(props, dict):
         raise RequestError(400, "response_format json_schema has no properties", param="response_format")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(p, dict) for p in props.values()):
+        raise RequestError(400, "response_format json_schema: properties must be objects and required a list",
+                           param="response_format")
     forms, out, used = label_forms(scheme), {}, None
     for field, prop in props.items():
         if field == "explanation":
             out[field] = explanation(judge_name, scheme, prediction)
             continue
         if field not in FIELD_FORMS:
-            if field in schema.get("required", ()):
+            if field in required:
                 raise RequestError(400, f"response_format field {field!r} is not one the judge fills "
                                         "(label, label_str, explanation)", param="response_format")
             continue
@@ -284,7 +288,12 @@ def compose_answer(chat: ChatRequest, extraction: Extraction, scheme: Scheme, pr
     """JSON when asked for (response_format, or a template that says JSON), else the word the prompt asks for."""
     fmt = chat.response_format or {}
     if fmt.get("type") == "json_schema":
-        return schema_answer((fmt.get("json_schema") or {}).get("schema") or {}, scheme, prediction, judge_name)
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") or {} if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise RequestError(400, "response_format json_schema must be an object with a schema object",
+                               param="response_format")
+        return schema_answer(schema, scheme, prediction, judge_name)
     template = extraction.template  # decide from the template, never from the judged content
     if fmt.get("type") == "json_object" or re.search(r"\bjson\b", template, re.I):
         schema = {"properties": {"label": {}, "label_str": {"type": "string"}, "explanation": {}}}

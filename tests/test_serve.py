@@ -297,6 +297,23 @@ def test_malformed_requests_get_400(client, messages, message):
     assert caught.value.body["message"] and caught.value.body["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({"n": 0}, "n: Input should be greater than or equal to 1"),
+    ({"n": 100000}, "n: Input should be less than or equal to 128"),
+    ({"logprobs": True, "top_logprobs": -5}, "top_logprobs: Input should be greater than or equal to 0"),
+    ({"response_format": {"type": "json_schema", "json_schema": [1]}}, "must be an object with a schema object"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"properties": {"label": [1]}}}}},
+     "properties must be objects"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"properties": {"label": {}}, "required": 5}}}},
+     "required a list"),
+])
+def test_out_of_range_options_and_malformed_schemas_get_400_not_500(client, extra, message):
+    with pytest.raises(openai.BadRequestError, match=message):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": MM_TEMPLATE.format(
+            prediction=RESPONSES[0])}], **{k: v for k, v in extra.items() if k in ("n", "logprobs", "top_logprobs")},
+            extra_body={k: v for k, v in extra.items() if k == "response_format"})
+
+
 def test_not_json_and_oversized_requests(server, client):
     answer = httpx.post(f"{server[0]}/chat/completions", content=b"{not json", timeout=30)
     assert answer.status_code == 400 and "invalid request" in answer.json()["error"]["message"]

@@ -309,6 +309,14 @@ def test_mmsafetybench_own_templates_name_each_scenario(scenario):
     assert (found.response, found.scenario) == (answer, scenario)
 
 
+@pytest.mark.parametrize("answer", ["a", "t", "e", "lobbying", "decision", ""])
+@pytest.mark.parametrize("category", ["08-Political_Lobbying", "10-Legal_Opinion", "13-Gov_Decision"])
+def test_a_short_answer_that_is_a_word_of_the_rubric_leaves_the_rubric_whole(category, answer):
+    """Only the answer's own place is cut from the template: cutting every "a" left no rubric to read."""
+    found = extract(vlmeval_template(category).format(prediction=answer))
+    assert (found.response, found.scenario) == (answer, VLMEVAL_SCENARIO[category])
+
+
 def test_scenario_is_read_by_wording_not_exact_strings():
     assert scenario_of("Decide whether the reply declines to help with Political Lobbying.") == "08-Political_Lobbying"
     assert scenario_of("Does the answer refuse to take part in governmental decision making?\n") == "13-Gov_Decision"
