@@ -65,7 +65,7 @@ def draw(inputs: Inputs, truth: dict, n: int, rng: random.Random, design: str = 
     by_model = defaultdict(list)
     for r in inputs.records:
         by_model[r.model].append(r.id)
-    inputs.teacher, inputs.inclusion = {}, {}
+    inputs.teacher, inputs.inclusion, inputs.per = {}, {}, "model"
     if design == "active":
         rate = inputs.scheme.rate_probability(inputs.probs)
         _, drawn = draw_per_group(inputs.records, n, per="model", seed=rng.randrange(1 << 30), design="active",
@@ -175,7 +175,7 @@ def main() -> None:
             results += run("gptfuzz", gptfuzz_rows(per_group=args.per_question), args, Path(tmp))
     print("\nper-model intervals (95%; rates, widths and errors in points):")
     print("\n".join(summarise(results, overall=False)))
-    print("\noverall (all models; weighted by the per-model inclusion probabilities):")
+    print("\noverall (all models; each model's own estimate, combined by size: stratified):")
     print("\n".join(summarise(results, overall=True)))
     print(f"\n{time.perf_counter() - started:.0f} s")
 

@@ -44,7 +44,10 @@ ALPHA = 0.05
 MIN_TEACHER = 30  # fewer teacher labels in a group: warn that its interval rests on little
 MIN_EACH_SIDE = 5  # fewer teacher labels on one side of a rate: the normal interval is not trusted alone
 SAMPLE_FIELD = "judge_sample"  # what `judge collect` records about the draw in each drawn row
-METHOD = "PPI++ (Angelopoulos, Duchi & Zrnic 2023) via ppi_py, lam tuned per group"
+METHOD = ("PPI++ (Angelopoulos, Duchi & Zrnic 2023) via ppi_py within a stratum of the draw, lam tuned there; a group "
+          "of whole strata combines theirs by size (stratified PPI, Fisch et al. 2024), one that cuts across strata "
+          "or an active draw weights rows by their inclusion probabilities (Zrnic & Candes 2024); each row's "
+          "`interval` says which")
 
 
 # -- estimators over arrays --------------------------------------------------------------------
@@ -56,7 +59,7 @@ class Interval:
     estimate: float
     ci: tuple[float, float]
     se: float
-    lam: float
+    lam: float | None  # None for a combination of strata, each with its own
     method: str
 
 
@@ -138,41 +141,89 @@ def wilson_ci(successes: float, n: float, alpha: float = ALPHA) -> tuple[float, 
     return max(0.0, float(low)), min(1.0, float(high))
 
 
-def rate_interval(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, labelled: np.ndarray,
-                  pi: np.ndarray | None, *, alpha: float = ALPHA) -> dict:
-    """One rate of one group: the prediction-powered estimate, the teacher-only interval, and why.
+def _one_draw(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, labelled: np.ndarray, pi: np.ndarray | None,
+              alpha: float) -> tuple[Interval, Interval, list[str]]:
+    """The estimate and the teacher-only figure of one rate over rows drawn alike, unclipped (see `rate_interval`).
 
-    With equal inclusion probabilities (or none recorded) this is PPI++ and the teacher-only
-    interval is Wilson's. With unequal ones (a per-model or an active draw seen across models)
-    both are inverse-probability weighted. Near 0% or 100% (fewer than ``MIN_EACH_SIDE`` teacher
-    labels on one side) the normal interval can collapse; it is then widened to contain the
-    Wilson interval too (for weighted rows: at the weighted share, with Kish's effective sample
-    size), which keeps coverage at least at the Wilson level. Intervals are clipped to [0, 1].
+    Each Interval's ``se`` is the one its interval implies: a widened interval's is its half-width over z.
     """
-    n = len(y)
+    n, z = len(y), norm.ppf(1 - alpha / 2)
     k = int(round(float(np.sum(y))))
     notes: list[str] = []
     if pi is None or np.allclose(pi, pi[0]):
         result = ppi_rate(y, yhat, yhat_all, alpha=alpha)
-        teacher_ci = floor_ci = wilson_ci(k, n, alpha)
+        floor_ci = wilson_ci(k, n, alpha)
+        share = k / n
+        teacher = Interval(share, floor_ci, max(math.sqrt(share * (1 - share) / n), (floor_ci[1] - floor_ci[0]) / (2 * z)),
+                           0.0, "wilson")
     else:
         result = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha)
-        teacher_ci = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha, lam=0.0).ci
+        teacher = ipw_rate(yhat_all, labelled, y, pi, alpha=alpha, lam=0.0)
         weight = 1 / np.asarray(pi, dtype=float)
         kish = weight.sum() ** 2 / (weight ** 2).sum()  # the weighted sample's effective size
         floor_ci = wilson_ci(float(weight @ y / weight.sum()) * kish, kish, alpha)
     if min(k, n - k) < MIN_EACH_SIDE:
         low, high = min(result.ci[0], floor_ci[0]), max(result.ci[1], floor_ci[1])
-        result = Interval(result.estimate, (low, high), result.se, result.lam, f"{result.method} widened to wilson")
+        result = Interval(result.estimate, (low, high), max(result.se, (high - low) / (2 * z)), result.lam,
+                          f"{result.method} widened to wilson")
         notes.append(f"{min(k, n - k)} teacher labels on one side: interval widened to contain the Wilson interval")
+    return result, teacher, notes
+
+
+def _figures(result: Interval, teacher: Interval, teacher_rate: float | None, notes: list[str]) -> dict:
+    """What a group reports of one rate: clipped to [0, 1], with the labels a uniform teacher-only sample
+    would need for the same precision (p (1 - p) / se^2 at the estimate)."""
     clip = lambda v: float(min(1.0, max(0.0, v)))  # noqa: E731
-    # labels a uniform teacher-only sample would need for the same precision: p (1 - p) / se^2 at the estimate
     spread = clip(result.estimate) * (1 - clip(result.estimate))
     effective = spread / result.se ** 2 if result.se > 0 and spread > 0 else None
     return {"estimate": clip(result.estimate), "ci": [clip(result.ci[0]), clip(result.ci[1])],
-            "teacher_only_ci": [clip(teacher_ci[0]), clip(teacher_ci[1])], "teacher_rate": k / n if n else None,
+            "teacher_only_ci": [clip(teacher.ci[0]), clip(teacher.ci[1])], "teacher_rate": teacher_rate,
             "se": result.se, "lam": result.lam, "interval": result.method,
             "effective_n": round(effective, 1) if effective is not None else None, "notes": notes}
+
+
+def rate_interval(y: np.ndarray, yhat: np.ndarray, yhat_all: np.ndarray, labelled: np.ndarray,
+                  pi: np.ndarray | None, *, alpha: float = ALPHA) -> dict:
+    """One rate of one group: the prediction-powered estimate, the teacher-only interval, and why.
+
+    With equal inclusion probabilities (or none recorded) this is PPI++ and the teacher-only
+    interval is Wilson's. With unequal ones (an active draw, or a group that cuts across the strata
+    of a per-model draw) both are inverse-probability weighted. Near 0% or 100% (fewer than
+    ``MIN_EACH_SIDE`` teacher labels on one side) the normal interval can collapse; it is then widened
+    to contain the Wilson interval too (for weighted rows: at the weighted share, with Kish's effective
+    sample size), which keeps coverage at least at the Wilson level, and ``se`` is the widened one.
+    Intervals are clipped to [0, 1].
+    """
+    result, teacher, notes = _one_draw(y, yhat, yhat_all, labelled, pi, alpha)
+    return _figures(result, teacher, float(np.mean(y)) if len(y) else None, notes)
+
+
+def stratified_interval(strata: Sequence[tuple[int, Interval, Interval]], *, alpha: float = ALPHA) -> tuple[Interval, Interval]:
+    """A rate over whole strata of a draw (every model, under `--per model`) from each stratum's own figures.
+
+    ``strata``: (rows in the stratum, its estimate, its teacher-only figure). The strata were drawn
+    independently, so the rate is their size-weighted mean and its variance the weighted sum of theirs
+    (stratified PPI, Fisch et al. 2024; the classical stratified mean for the teacher-only figure), each
+    stratum with its own lam. Pooling the rows with one lam and a Bernoulli-sampling variance instead is
+    also unbiased, but its interval ignores that each stratum's sample size was fixed.
+
+    >>> a, b = Interval(0.8, (0.7, 0.9), 0.05, 0.5, "ppi++"), Interval(0.2, (0.1, 0.3), 0.05, 0.5, "ppi++")
+    >>> rate, _ = stratified_interval([(300, a, a), (100, b, b)])
+    >>> round(rate.estimate, 3), round(rate.se, 4)  # 0.75 x 0.8 + 0.25 x 0.2; sqrt(0.75^2 + 0.25^2) x 0.05
+    (0.65, 0.0395)
+    """
+    sizes = np.array([size for size, _, _ in strata], dtype=float)
+    weight = sizes / sizes.sum()
+    z = norm.ppf(1 - alpha / 2)
+
+    def combine(parts: list[Interval], method: str) -> Interval:
+        point = float(weight @ [p.estimate for p in parts])
+        se = float(math.sqrt(weight ** 2 @ [p.se ** 2 for p in parts]))
+        return Interval(point, (point - z * se, point + z * se), se, None, method)
+
+    methods = sorted({r.method for _, r, _ in strata})
+    return (combine([r for _, r, _ in strata], f"stratified over {len(strata)} strata: {', '.join(methods)}"),
+            combine([t for _, _, t in strata], "stratified"))
 
 
 # -- inputs: scored rows, teacher labels, the sampling design ------------------------------------
@@ -188,6 +239,7 @@ class Inputs:
     inclusion: dict[str, float] = field(default_factory=dict)  # id -> recorded inclusion probability
     design: str = "assumed: the teacher-labelled rows are a uniform random sample of the scored rows (not recorded)"
     warnings: list[str] = field(default_factory=list)
+    per: str | None = None  # the field the recorded draw was stratified by (`judge collect --per`)
 
 
 def row_key(record: Record) -> str:
@@ -216,6 +268,10 @@ def read_scored(path: str | Path, scheme: str | Scheme | None = None) -> tuple[l
         probs = row.get("judge_probs") if isinstance(row, dict) else None
         if not isinstance(probs, dict) or not probs:
             raise InputError("no judge_probs: this is not a file `judge score` wrote", path=src, line=line)
+        values = list(probs.values())
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values) \
+                or abs(sum(values) - 1) > 1e-3:
+            raise InputError(f"judge_probs must be probabilities in [0, 1] summing to 1, got {probs}", path=src, line=line)
         if probs_keys is None:
             probs_keys = set(probs)
         elif set(probs) != probs_keys:
@@ -282,12 +338,13 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
                                   if k in ("design", "per", "seed")}, sort_keys=True) for r in labelled)
     inclusion = {r.id: float(r.raw[SAMPLE_FIELD]["inclusion_prob"]) for r in labelled
                  if isinstance(r.raw.get(SAMPLE_FIELD), dict) and r.raw[SAMPLE_FIELD].get("inclusion_prob")}
-    design = Inputs.design
+    design, per = Inputs.design, None
     if inclusion:
         if len(inclusion) < len(labelled):
             raise InputError(f"{len(labelled) - len(inclusion)} labelled rows lack the recorded draw ({SAMPLE_FIELD}) "
                              "the others have: the inclusion probabilities must cover every labelled row", path=labels)
         spec = json.loads(designs.most_common(1)[0][0])
+        per = spec.get("per")
         design = (f"recorded draw: {spec.get('design', 'uniform')}"
                   + (f" within each {spec['per']}" if spec.get("per") else "") + f", seed {spec.get('seed')}; "
                   "rows weighted by their inclusion probabilities where these differ")
@@ -302,7 +359,7 @@ def load_inputs(scored: str | Path, labels: str | Path, *, scheme: str | Scheme 
             warnings.append(f"labelled rows come from {len(designs)} different draws; each row is weighted by its own "
                             "inclusion probability, which is only valid if the draws were independent")
     teacher = {r.id: r.label for r in labelled}
-    return Inputs(records, probs, resolved, teacher, inclusion, design, warnings)
+    return Inputs(records, probs, resolved, teacher, inclusion, design, warnings, per=per)
 
 
 def _sha256(path: str) -> str:
@@ -319,30 +376,76 @@ def targets(scheme: Scheme) -> dict[str, tuple[str, ...]]:
     return out
 
 
+@dataclass(frozen=True)
+class Strata:
+    """The recorded draw's strata (`judge collect --per FIELD`): each scored row's, each one's size, and
+    which the draw reached (those with a teacher-labelled row)."""
+
+    per: str
+    of_row: np.ndarray
+    sizes: dict[str, int]
+    reached: set[str]
+
+    @classmethod
+    def of(cls, inputs: Inputs) -> Strata | None:
+        if inputs.per is None:
+            return None
+        of_row = np.array([str(_field(r, inputs.per)) for r in inputs.records], dtype=object)
+        reached = {str(_field(r, inputs.per)) for r in inputs.records if r.id in inputs.teacher}
+        return cls(inputs.per, of_row, dict(Counter(of_row)), reached)
+
+
 def group_estimate(inputs: Inputs, rows: Sequence[int], *, alpha: float = ALPHA,
-                   target_width: float | None = None) -> dict:
-    """Every figure for one group of scored rows (a model, a category, or all)."""
+                   target_width: float | None = None, strata: Strata | None = None) -> dict:
+    """Every figure for one group of scored rows (a model, a category, or all).
+
+    A group of several strata of the draw is estimated from each whole stratum's own figures
+    (`stratified_interval`); one that cuts across strata, by inverse-probability weighting. Either
+    way, rows of a stratum the draw never reached have no teacher label standing for them: the group
+    then gets no estimate, only the student's rate.
+    """
     scheme = inputs.scheme
     rows = np.asarray(rows, dtype=int)
     ids = [inputs.records[i].id for i in rows]
-    labelled = np.array([j for j, rid in enumerate(ids) if rid in inputs.teacher], dtype=int)
+    is_labelled = np.array([rid in inputs.teacher for rid in ids], dtype=bool)
+    labelled = np.flatnonzero(is_labelled)
     teacher = [inputs.teacher[ids[j]] for j in labelled]
     student = [inputs.records[i].label for i in rows]
     pi = np.array([inputs.inclusion[ids[j]] for j in labelled]) if inputs.inclusion and len(labelled) else None
     out: dict = {"n": len(rows), "n_teacher": len(labelled), "warnings": []}
+    by_stratum = group_by(list(strata.of_row[rows]), range(len(rows))) if strata is not None else {}
+    by_stratum = {key: np.array(positions) for key, (positions,) in by_stratum.items()}
+    unreached = [key for key in by_stratum if key not in strata.reached] if len(by_stratum) > 1 else []
+    if unreached:
+        missing = sum(len(by_stratum[key]) for key in unreached)
+        out["warnings"].append(f"no estimate: {strata.per} {', '.join(unreached)} ({missing} of the {len(rows)} rows) "
+                               f"{'has' if len(unreached) == 1 else 'have'} no teacher label, so the draw never reached "
+                               f"those rows; label them (judge collect --sample N --per {strata.per}) or score without them")
+    whole = len(by_stratum) > 1 and all(len(positions) == strata.sizes[key] and is_labelled[positions].sum() >= 2
+                                        for key, positions in by_stratum.items())
     shares: dict = {}
     for name, labels in targets(scheme).items():
         columns = [scheme.classes.index(c) for c in labels]
         yhat_all = inputs.probs[rows][:, columns].sum(axis=1)
+        y_all = np.array([is_labelled[j] and inputs.teacher[ids[j]] in labels for j in range(len(rows))], dtype=float)
         figures: dict = {"student_rate": float(np.mean(yhat_all)),  # the student's own estimate (judge.metrics.rates)
                          "student_label_rate": float(np.mean([s in labels for s in student]))}
-        if len(labelled) >= 2:
-            y = np.array([t in labels for t in teacher], dtype=float)
-            figures.update(rate_interval(y, yhat_all[labelled], yhat_all, labelled, pi, alpha=alpha))
-            if target_width is not None and name == "rate":
-                figures["labels_needed"] = labels_needed(y, yhat_all[labelled], yhat_all, target_width, alpha=alpha)
-        else:
+        if unreached or len(labelled) < 2:
             figures.update(estimate=None, ci=None, teacher_only_ci=None, notes=[])
+        elif whole:
+            parts = []
+            for positions in by_stratum.values():
+                inside = np.flatnonzero(is_labelled[positions])
+                chosen = positions[inside]
+                drawn = np.array([inputs.inclusion[ids[j]] for j in chosen]) if inputs.inclusion else None
+                result, teacher_only, _ = _one_draw(y_all[chosen], yhat_all[chosen], yhat_all[positions], inside, drawn, alpha)
+                parts.append((len(positions), result, teacher_only))
+            result, teacher_only = stratified_interval(parts, alpha=alpha)
+            figures.update(_figures(result, teacher_only, teacher_only.estimate, []))
+        else:
+            figures.update(rate_interval(y_all[labelled], yhat_all[labelled], yhat_all, labelled, pi, alpha=alpha))
+        if target_width is not None and name == "rate" and len(labelled) >= 2:
+            figures["labels_needed"] = labels_needed(y_all[labelled], yhat_all[labelled], yhat_all, target_width, alpha=alpha)
         if name == "rate":
             out.update(figures)
         else:
@@ -421,9 +524,7 @@ def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: d
     z = norm.ppf(1 - alpha / 2)
     for a, b in combinations(names, 2):
         ra, rb = results[a], results[b]
-        # a widened interval (near 0% / 100%) counts with the standard error its width implies
-        var = sum(max(r["se"], (r["ci"][1] - r["ci"][0]) / (2 * z) if "widened" in r["interval"] else 0) ** 2
-                  for r in (ra, rb))
+        var = ra["se"] ** 2 + rb["se"] ** 2  # a widened interval's se is the one its width implies
         shared = sorted(set(index[a]) & set(index[b]))
         if len(shared) > 2 and ra["interval"].startswith("ppi") and rb["interval"].startswith("ppi"):
             ya = inputs.scheme.rate_probability(inputs.probs[[index[a][g] for g in shared]])
@@ -431,7 +532,7 @@ def paired_differences(inputs: Inputs, groups: dict[str, np.ndarray], results: d
             cov = ra["lam"] * rb["lam"] * np.cov(ya, yb)[0, 1] * len(shared) / (len(groups[a]) * len(groups[b]))
             var = max(var - 2 * cov, 1e-12)
         diff, se = ra["estimate"] - rb["estimate"], math.sqrt(var)
-        pairs.append({"a": a, "b": b, "difference": diff, "ci": [diff - z * se, diff + z * se],
+        pairs.append({"a": a, "b": b, "difference": diff, "ci": [max(-1.0, diff - z * se), min(1.0, diff + z * se)],
                       "p_value": float(2 * norm.sf(abs(diff) / se)) if se > 0 else 0.0, "shared_prompts": len(shared)})
     order = sorted(range(len(pairs)), key=lambda i: pairs[i]["p_value"])
     running = 0.0
@@ -457,13 +558,21 @@ def estimate(inputs: Inputs, *, by: Sequence[str] = ("model",), alpha: float = A
                     "rate_labels": list(inputs.scheme.rate_labels), "warnings": list(inputs.warnings), "by": {}}
     split = {name: _rows_by(inputs, name) for name in fields}
     result["warnings"] += [f"no scored row has a {name}: nothing to group by it" for name, keyed in split.items() if not keyed]
+    strata = Strata.of(inputs)
     for name, keyed in split.items():
-        result["by"][name] = {key: group_estimate(inputs, rows, alpha=alpha, target_width=target_width)
+        result["by"][name] = {key: group_estimate(inputs, rows, alpha=alpha, target_width=target_width, strata=strata)
                               for key, rows in keyed.items()}
     first = fields[0]
     result["groups"] = result["by"][first]
     result["group_field"] = first
-    result["overall"] = group_estimate(inputs, range(len(inputs.records)), alpha=alpha, target_width=target_width)
+    result["overall"] = group_estimate(inputs, range(len(inputs.records)), alpha=alpha, target_width=target_width,
+                                       strata=strata)
+    unlabelled = [key for key, g in result["groups"].items() if g["n_teacher"] == 0]
+    if not inputs.inclusion and unlabelled and len(unlabelled) < len(result["groups"]):
+        result["warnings"].append(
+            f"{first} {', '.join(unlabelled)} {'has' if len(unlabelled) == 1 else 'have'} no teacher label: the overall "
+            f"rate takes the teacher rows for a uniform draw from every scored row; if they were drawn per {first}, "
+            f"it is biased (record the draw: judge collect --sample N --per {first})")
     if len(result["groups"]) > 1:
         rows = {key: np.array(v) for key, v in split[first].items()}
         result["pairs"] = paired_differences(inputs, rows, result["groups"], alpha=alpha)

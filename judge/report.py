@@ -249,6 +249,15 @@ def _ci(interval: Sequence[float] | None) -> str:
     return "-" if interval is None else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
+def _interval_kind(method: str | None) -> str:
+    """A row's interval in a word (judge.estimate.METHOD): ppi++, stratified (k strata), weighted; * widened."""
+    if method is None:
+        return "-"
+    kind = (f"stratified ({method.split()[2]})" if method.startswith("stratified")
+            else "weighted" if method.startswith("ipw") else "ppi++")
+    return kind + (" *" if "widened" in method else "")
+
+
 def _share(value: float | None) -> str:
     return "-" if is_nan(value) else f"{100 * value:.1f}"
 
@@ -257,12 +266,12 @@ def estimate_blocks(result: dict) -> list[tuple]:
     """An estimate (judge.estimate.estimate) laid out as text and table blocks, like `agreement_blocks`."""
     level = f"{100 * result['confidence']:.0f}%"
     name = result["rate_name"]
-    header = ["", "n", "teacher n", f"student {name}", "estimate", f"{level} CI", f"teacher-only {level} CI",
+    header = ["", "n", "teacher n", f"student {name}", "estimate", f"{level} CI", "interval", f"teacher-only {level} CI",
               "effective n", "agreement"]
 
     def row(key: str, g: dict) -> list[str]:
         return [key, str(g["n"]), str(g["n_teacher"]), _share(g["student_rate"]), _share(g.get("estimate")),
-                _ci(g.get("ci")), _ci(g.get("teacher_only_ci")),
+                _ci(g.get("ci")), _interval_kind(g.get("interval")), _ci(g.get("teacher_only_ci")),
                 "-" if g.get("effective_n") is None else f"{g['effective_n']:.0f}",
                 _share(g.get("agreement")) + ("" if g.get("agreement") is None else "%")]
 
@@ -291,8 +300,10 @@ def estimate_blocks(result: dict) -> list[tuple]:
                        [[k, "-" if v is None else f"{v}" + (f" (more than the {n} rows)" if v > n else "")]
                         for k, (v, n) in needed.items()]))
     blocks.append(("text", f"method: {result['method']}; alpha {result['alpha']} ({level} intervals); sampling design: "
-                   f"{result['design']}. Teacher-only CI: Wilson score interval on the same labels "
-                   "(inverse-probability weighted where inclusion probabilities differ)."))
+                   f"{result['design']}. Teacher-only CI: Wilson score interval on the same labels within a stratum; "
+                   "the strata's combined by size for a group of whole strata; inverse-probability weighted (Wald) "
+                   "where inclusion probabilities differ. Interval *: widened to contain the Wilson interval (few teacher "
+                   "labels on one side of the rate), or combined from strata that were."))
     warnings = list(result["warnings"])
     for field, groups in result["by"].items():
         warnings += [f"{field} {k}: {w}" for k, g in groups.items() for w in g["warnings"]]

@@ -108,6 +108,7 @@ def test_interval_near_zero_does_not_collapse_and_still_covers():
         r = rate_interval(y[idx], yhat[idx], yhat, idx, None)
         assert 0 <= r["ci"][0] <= r["estimate"] <= r["ci"][1] <= 1
         assert r["ci"][1] - r["ci"][0] > 0.02  # no zero-width interval from zero teacher positives
+        assert r["se"] >= (r["ci"][1] - r["ci"][0]) / (2 * 1.96)  # se (and effective n) are the widened interval's
         covered += r["ci"][0] <= y.mean() <= r["ci"][1]
     assert covered / trials >= 0.93
 
@@ -186,7 +187,7 @@ def test_estimate_json_has_every_group_with_intervals(lexical_setup):
     true_gap = np.mean([r["label"] != "unsafe" for r in bench if r["model"] == "model-a"]) - \
         np.mean([r["label"] != "unsafe" for r in bench if r["model"] == "model-c"])
     assert a_c["distinguishable"] and a_c["ci"][0] - 0.05 <= true_gap <= a_c["ci"][1] + 0.05
-    assert all(p["p_value"] <= p["p_holm"] <= 1 for p in out["pairs"])
+    assert all(p["p_value"] <= p["p_holm"] <= 1 and -1 <= p["ci"][0] <= p["ci"][1] <= 1 for p in out["pairs"])
     assert (tmp / "forest.png").stat().st_size > 1000
 
 
@@ -200,6 +201,7 @@ def test_estimate_text_and_markdown_tables(lexical_setup):
     assert "labels needed" in text.stdout
     md = runner.invoke(app, ["estimate", str(tmp / "scored.jsonl"), "-t", str(labels), "--output-format", "markdown"])
     assert md.exit_code == 0 and "| model | n | teacher n |" in md.stdout
+    assert "| 95% CI | interval | teacher-only 95% CI |" in md.stdout and "| ppi++ |" in md.stdout  # how each was made
 
 
 def test_training_rows_are_refused_as_estimation_sample(lexical_setup):
@@ -227,6 +229,19 @@ def test_a_file_without_judge_probs_names_its_line(lexical_setup, tmp_path):
     assert result.exit_code == 1 and f"{bad}:4: no judge_probs" in result.output
 
 
+@pytest.mark.parametrize("probs", [{"refuse": float("nan"), "warning": 0.5, "unsafe": 0.5}, {"refuse": "NaN"},
+                                   {"refuse": float("inf"), "warning": 0, "unsafe": 0},
+                                   {"refuse": -1, "warning": 2, "unsafe": 0}, {"refuse": 0.2, "warning": 0.2, "unsafe": 0.2}])
+def test_probabilities_that_are_not_probabilities_are_refused_with_their_line(lexical_setup, tmp_path, probs):
+    """A NaN once printed a rate of 0.0 [0.0, 0.0] and called every pair with that model distinguishable."""
+    tmp, bench, labels, _ = lexical_setup
+    rows = [json.loads(line) for line in (tmp / "scored.jsonl").read_text().splitlines()]
+    rows[6]["judge_probs"] = probs
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    result = runner.invoke(app, ["estimate", str(bad), "-t", str(labels)])
+    assert result.exit_code == 1 and f"{bad}:7: judge_probs must be probabilities in [0, 1] summing to 1" in result.output
+
+
 def test_weighted_design_is_used_when_inclusion_probabilities_differ(lexical_setup):
     tmp, bench, _, _ = lexical_setup
     rng = random.Random(2)
@@ -238,12 +253,73 @@ def test_weighted_design_is_used_when_inclusion_probabilities_differ(lexical_set
                                           "inclusion_prob": k / len(members)}} for r in rng.sample(members, k)]
     inputs = load_inputs(tmp / "scored.jsonl", write_jsonl(tmp / "drawn.jsonl", sample))
     assert "recorded draw: uniform within each model" in inputs.design
-    result = estimate_rates(inputs)
+    result = estimate_rates(inputs, by=("model", "category"))
     assert result["groups"]["model-a"]["interval"].startswith("ppi++")  # one probability within a model
-    assert result["overall"]["interval"].startswith("ipw")  # three across models: weighted
+    assert result["overall"]["interval"].startswith("stratified over 3 strata")  # every model whole: their figures combined
+    assert all(g["interval"].startswith("ipw") for g in result["by"]["category"].values())  # cuts across models: weighted
     truth = np.mean([r["label"] != "unsafe" for r in bench])
     lo, hi = result["overall"]["ci"]
     assert lo - 0.05 <= truth <= hi + 0.05
+
+
+def _per_model_draw(bench, per_model, seed):
+    rng = random.Random(seed)
+    sample = []
+    for model, k in per_model.items():
+        members = [r for r in bench if r["model"] == model]
+        sample += [{**r, "judge_sample": {"purpose": "estimation", "design": "uniform", "per": "model", "seed": seed,
+                                          "stratum": model, "stratum_size": len(members),
+                                          "inclusion_prob": k / len(members)}} for r in rng.sample(members, k)]
+    return sample
+
+
+def test_overall_of_a_per_model_draw_combines_each_models_own_ppi_and_wilson(lexical_setup):
+    """With a fixed number of labels per model, the overall rate is the size-weighted mean of the models' PPI++
+    estimates, its variance the weighted sum of theirs (stratified PPI); the teacher-only figure likewise."""
+    tmp, bench, _, _ = lexical_setup
+    drawn = _per_model_draw(bench, dict.fromkeys(MODELS, 40), 4)
+    result = estimate_rates(load_inputs(tmp / "scored.jsonl", write_jsonl(tmp / "strata.jsonl", drawn)))
+    teacher = {r["id"]: r["label"] != "unsafe" for r in drawn}
+    scored = [json.loads(line) for line in (tmp / "scored.jsonl").read_text().splitlines()]
+    z = 1.959963984540054
+    sizes, estimates, variances, shares, share_variances = [], [], [], [], []
+    for model in MODELS:
+        rows = [r for r in scored if r["model"] == model]
+        safe = lambda r: r["judge_probs"]["refuse"] + r["judge_probs"]["warning"]  # noqa: E731
+        yhat_all = np.array([safe(r) for r in rows])
+        yhat = np.array([safe(r) for r in rows if r["id"] in teacher])
+        y = np.array([teacher[r["id"]] for r in rows if r["id"] in teacher], dtype=float)
+        low, high = (float(b[0]) for b in ppi_py.ppi_mean_ci(y, yhat, yhat_all, alpha=0.05))
+        sizes.append(len(rows))
+        estimates.append(float(ppi_py.ppi_mean_pointestimate(y, yhat, yhat_all)[0]))
+        variances.append(((high - low) / (2 * z)) ** 2)
+        shares.append(y.mean())
+        share_variances.append(y.mean() * (1 - y.mean()) / len(y))
+        assert result["groups"][model]["estimate"] == pytest.approx(estimates[-1])
+    weight = np.array(sizes) / sum(sizes)
+    overall = result["overall"]
+    assert overall["estimate"] == pytest.approx(weight @ estimates)
+    assert overall["se"] == pytest.approx(np.sqrt(weight ** 2 @ variances))
+    half = z * np.sqrt(weight ** 2 @ share_variances)
+    assert overall["teacher_only_ci"] == pytest.approx([weight @ shares - half, weight @ shares + half])
+    assert overall["lam"] is None and overall["effective_n"] > overall["n_teacher"]
+
+
+def test_a_model_the_draw_never_reached_gets_no_overall_estimate(lexical_setup, tmp_path):
+    """Its rows have no label standing for them: an overall over every row would be the student's guess for them."""
+    tmp, bench, _, _ = lexical_setup
+    drawn = _per_model_draw(bench, {"model-a": 40, "model-b": 40}, 5)  # model-c's labels lost, or never drawn
+    result = estimate_rates(load_inputs(tmp / "scored.jsonl", write_jsonl(tmp_path / "two.jsonl", drawn)),
+                            by=("model", "category"))
+    assert result["groups"]["model-a"]["estimate"] is not None and result["groups"]["model-c"]["estimate"] is None
+    for group in (result["overall"], *result["by"]["category"].values()):  # categories hold model-c's rows too
+        assert group["estimate"] is None and group["ci"] is None
+        assert any(w.startswith("no estimate: model model-c (") for w in group["warnings"])
+    assert "model model-c (200 of the 600 rows) has no teacher label" in result["overall"]["warnings"][0]
+    unrecorded = [{k: v for k, v in r.items() if k != "judge_sample"} for r in drawn]
+    result = estimate_rates(load_inputs(tmp / "scored.jsonl", write_jsonl(tmp_path / "bare.jsonl", unrecorded)))
+    assert result["overall"]["estimate"] is not None  # assumed uniform over every row, and the report says why to doubt it
+    assert any(w.startswith("model model-c has no teacher label: the overall rate takes") for w in result["warnings"])
 
 
 # -- the teacher sample drawn by `judge collect`, then used by `judge estimate` -------------------
