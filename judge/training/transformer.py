@@ -1,9 +1,9 @@
 """Fine-tune a transformer student with LoRA (or QLoRA) on teacher labels, with the HF Trainer.
 
 The Trainer brings what a serious run needs without hand-written loops: gradient accumulation,
-length-grouped batches, a checkpoint each epoch and ``--resume``, early stopping on validation
-kappa, DDP under ``accelerate launch``. This module adds the parts specific to distillation: the
-soft-label loss, the kappa metric and the artifact layout.
+length-grouped batches, a checkpoint each epoch (``resume=True`` continues from the last), early
+stopping on validation kappa, DDP under ``accelerate launch``. This module adds the parts specific
+to distillation: the soft-label loss, the kappa metric and the artifact layout.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def train_transformer(split: Split, scheme: Scheme, config: TrainConfig, out_dir
         trainer.add_callback(LossKappaBar())
     checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     if resume and checkpoint is None:
-        raise InputError(f"--resume: no checkpoint under {args.output_dir}")
+        raise InputError(f"resume=True: no checkpoint under {args.output_dir} to continue from")
     if not resume:  # a stale run's checkpoints must not mix with this one's
         shutil.rmtree(args.output_dir, ignore_errors=True)
     started = time.perf_counter()
