@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from judge.errors import InputError
+
 KEY_TAG = "t1"  # bump when the key recipe changes, so old rows are never mistaken for new ones
 
 
@@ -58,12 +60,21 @@ class Cache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)  # one user at a time
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
-        migrate(self.db)
+        if self.path.is_dir():
+            raise InputError("is a folder, not a teacher cache file (SQLite)", path=self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)  # one user at a time
+        except (OSError, sqlite3.Error) as exc:
+            raise InputError(f"cannot open the teacher cache: {exc}", path=self.path) from None
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+            migrate(self.db)
+        except sqlite3.Error as exc:  # not an SQLite file, another program's database, a place it cannot write
+            self.db.close()
+            raise InputError(f"not a usable teacher cache (SQLite): {exc}", path=self.path) from None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         keys = list(dict.fromkeys(keys))

@@ -22,7 +22,7 @@ from sklearn.model_selection import GroupKFold
 
 from judge.errors import InputError
 from judge.metrics import agreement
-from judge.model import Judge, floored_log, softmax
+from judge.model import Judge, floored_log, seen_in_training, softmax
 from judge.records import Record, file_sha256
 from judge.report import save_figure
 
@@ -130,6 +130,14 @@ def scaling_figures(logits: np.ndarray, y: np.ndarray, temperature: float, befor
             "bins": n_bins}
 
 
+def refuse_training_rows(judge: Judge, records: Sequence[Record], why: str, source) -> None:
+    """Calibration and drift need labels the judge never saw; `judge distill` records the rows it did."""
+    seen = seen_in_training(judge.meta, records)
+    if seen:
+        raise InputError(f"{len(seen)} of these {len(records)} labelled rows (e.g. {seen[0].id!r}) are rows the judge was "
+                         f"trained or validated on, and {why}: use teacher labels it never saw", path=source)
+
+
 def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | None = None,
               source: str | Path | None = None, png: str | Path | None = None, n_bins: int = N_BINS) -> dict:
     """Fit the temperature on teacher-labelled `records` and set ``judge.meta["calibration"]``.
@@ -140,6 +148,7 @@ def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | N
     y = label_indices(records, judge.classes_)
     if len(y) < 2:
         raise InputError("calibration needs at least two teacher-labelled records", path=source)
+    refuse_training_rows(judge, records, "a temperature fitted on them comes out too sharp", source)
     logits = judge.logits(records) if logits is None else np.asarray(logits)
     temperature = fit_temperature(logits, y)
     before, after = softmax(logits, 1.0), softmax(logits, temperature)
@@ -195,12 +204,20 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
     """Agreement on new teacher labels, compared with the agreement measured at training time.
 
     The verdict is "within" when the new kappa's bootstrap interval overlaps the training one (or,
-    without intervals, when the new kappa is at least the training kappa), else "DEGRADED".
+    without intervals, when the new kappa is at least the training kappa), else "DEGRADED". Kappa undefined
+    (the labels and predictions all one class) gives no verdict: an InputError says so.
     """
     label_indices(records, judge.classes_)
+    refuse_training_rows(judge, records, "its agreement there says nothing of new data",
+                         ", ".join(sorted({str(r.source) for r in records})) or None)
     predicted = [p.label for p in judge.predict(records)]
     new = agreement([r.label for r in records], predicted, judge.classes_, groups=[r.prompt_group for r in records],
                     safe_labels=judge.scheme.safe_labels, n_boot=n_boot, seed=seed)
+    if np.isnan(new["kappa"]):  # no verdict either way: within or DEGRADED would both be made up
+        seen = sorted({r.label for r in records} | set(predicted))
+        raise InputError(f"kappa is undefined on {len(records)} teacher labels (the teacher and the judge only say "
+                         f"{', '.join(map(repr, seen))}): a drift check needs more labels, of at least two classes",
+                         path=", ".join(sorted({str(r.source) for r in records})) or None)
     trained = (judge.meta.get("metrics") or {}).get("test") or {}
     if trained.get("kappa") is None:
         verdict = "unknown"

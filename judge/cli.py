@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from judge.errors import InputError
+from judge.textio import check_writable
 
 app = typer.Typer(help="Distil an online safety judge (GPT-4o) into an offline one.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False, add_completion=False)
@@ -86,7 +87,7 @@ def distill(
     max_length: Annotated[Optional[int], typer.Option(help="Tokens the student reads per response.")] = None,
     view: Annotated[Optional[str], typer.Option(help="Input view: response, question, image, full (default: searched).")] = None,
     student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio by grouped CV), lexical, transformer, PRESET-lora, PRESET-full, probe, PRESET-probe, stack, blend or ensemble.")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto (cross-validation and refit), e.g. 90s, 15m, 1h, none.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto's cross-validation, the winner's refit paid for in advance, e.g. 90s, 15m, 1h, none.")] = None,
     portfolio: Annotated[Optional[str], typer.Option(help="Candidates for --student auto: default, quick (the demo: 3 folds, 2 epochs, 64 tokens, 100s) or wide (+ LoRA).")] = None,
     holdout: Annotated[Optional[float], typer.Option(help="Keep this share of prompt groups as an untouched test split (default 0: every label trains the judge).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for splits and training.")] = None,
@@ -108,6 +109,7 @@ def distill(
     from judge.training.portfolio import format_leaderboard, selection_title
 
     try:
+        check_writable(out, folder=True)
         dataset = read_records(labels, format=format_, benchmark_data=benchmark_data, model_name=model_name,
                                scheme=scheme, label_field=label_field, skip_invalid=skip_invalid)
         echo_skipped(dataset)
@@ -149,12 +151,12 @@ def collect(
     rubric: Annotated[Optional[str], typer.Option(help="Built-in rubric: vlsbench or mmsafetybench (default: the scheme's).")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Your own prompt template with {question} and {response}.")] = None,
     images: Annotated[bool, typer.Option("--images/--no-images", help="Send each record's image along.")] = True,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
-    rpm: Annotated[Optional[int], typer.Option(help="Requests-per-minute limit.")] = None,
-    tpm: Annotated[Optional[int], typer.Option(help="Tokens-per-minute limit.")] = None,
-    max_cost: Annotated[Optional[float], typer.Option(help="Stop cleanly once this many USD are spent.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 16,
+    rpm: Annotated[Optional[int], typer.Option(min=1, help="Requests-per-minute limit.")] = None,
+    tpm: Annotated[Optional[int], typer.Option(min=1, help="Tokens-per-minute limit.")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(min=0, help="Stop cleanly once this many USD are spent.")] = None,
     price: Annotated[Optional[str], typer.Option(help="Teacher price as USD per 1M input,output tokens, e.g. 2.5,10.")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="Label a seeded stratified sample of N records (N per group with --per).")] = None,
+    sample: Annotated[Optional[int], typer.Option(min=1, help="Label a seeded stratified sample of N records (N per group with --per).")] = None,
     stratify_by: Annotated[str, typer.Option(help="Comma-separated fields the sample keeps in proportion.")] = "model,category",
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
     per: Annotated[Optional[str], typer.Option(help="Draw --sample N records per value of this field (e.g. model) and record the draw for `judge estimate`.")] = None,
@@ -173,6 +175,10 @@ def collect(
     from judge.teacher import BUILTIN_RUBRICS, parse_price
 
     try:
+        if not dry_run:  # refused before anything is read or paid for
+            if output is None:
+                raise InputError("say where to write the labels with --output/-o (or use --dry-run)")
+            check_writable(output)
         dataset = read_records(responses, format=format_, scheme=scheme or (rubric if rubric in BUILTIN_RUBRICS else None),
                                skip_invalid=skip_invalid)
         echo_skipped(dataset)
@@ -185,8 +191,6 @@ def collect(
         if dry_run:
             typer.echo(format_plan(plan(records, config, scheme=dataset.scheme, cache_path=cache)))
             return
-        if output is None:
-            raise InputError("say where to write the labels with --output/-o (or use --dry-run)")
         result = run_collect(records, config, scheme=dataset.scheme, cache_path=cache, progress=True)
     except InputError as exc:
         raise fail(exc) from None
@@ -201,7 +205,7 @@ def score(
     judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Scored JSONL to write.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Responses per forward pass.")] = None,
-    engine: Annotated[str, typer.Option(help='local (this process) or ray (actors on a Ray cluster, one GPU each when it has GPUs; pip install "judge-distill[ray]").')] = "local",
+    engine: Annotated[str, typer.Option(help='local (this process) or ray (actors on a Ray cluster, one GPU each when it has GPUs; pip install "judge-distill\\[ray]").')] = "local",
     address: Annotated[Optional[str], typer.Option(help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="--engine ray: scoring actors, each loading the judge once (default: one per GPU, else one per 2 CPUs).")] = None,
     skip_invalid: SkipInvalid = False,
@@ -229,7 +233,18 @@ def score(
 
     if report and report not in REPORTS:
         raise fail(InputError(f"unknown --report {report!r}: use one of {', '.join(REPORTS)}"))
+    escalating = escalate_below is not None or target_kappa is not None
+    report_out = (report_out or Path(f"{report}_report.json")) if report else None
     try:
+        for path in (output, report_out):
+            if path:
+                check_writable(path)
+        if write_back:
+            check_writable(write_back, folder=True)
+        if escalating:  # a cache that cannot be opened is refused before anything is scored
+            from judge.cache import Cache
+
+            Cache(cache).close()
         judge = open_judge(judge_dir, engine)
         # Teacher labels only ride along here, in the files' own scheme (MM-SafetyBench verdicts can be
         # scored by a VLSBench judge); the judge's labels are always in its scheme.
@@ -238,7 +253,7 @@ def score(
         echo_skipped(dataset)
         rows, predictions = score_with_engine(judge, dataset.records, engine, batch_size=batch_size, address=address,
                                               workers=workers, progress=True)
-        if escalate_below is not None or target_kappa is not None:
+        if escalating:
             from judge.collect import TeacherConfig
             from judge.escalate import escalate_predictions, format_escalation
 
@@ -257,7 +272,7 @@ def score(
     typer.echo(format_rates(rate_summary(dataset.records, labels, judge.scheme, probs=probs), judge.scheme.classes))
     try:
         if report:
-            block, report_out = benchmark_report(report, dataset.records, labels, judge.scheme), report_out or Path(f"{report}_report.json")
+            block = benchmark_report(report, dataset.records, labels, judge.scheme)
             report_out.write_text(json.dumps(block, indent=2), encoding="utf-8")
             typer.echo(f"\n{format_report(report, block)}\n({report} report written to {report_out})")
         if write_back:
@@ -271,7 +286,7 @@ def score(
 def eval_(
     scored: Annotated[Path, typer.Argument(help="Scored JSONL from `judge score`.")],
     reference: Annotated[Optional[Path], typer.Option(help="JSONL with the teacher's labels (default: the scored file's own).")] = None,
-    png: Annotated[Optional[Path], typer.Option(help="Where to draw the confusion matrix (default: beside SCORED).")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Where to draw the confusion matrices: X.png and X_normalized.png (default: SCORED.confusion.png).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON.")] = None,
     scheme: Scheme = None,
     format_: Format = None,
@@ -287,7 +302,11 @@ def eval_(
 
     if output_format not in REPORT_FORMATS or as_ not in (None, "binary"):
         raise fail(InputError(f"use --output-format {'|'.join(REPORT_FORMATS)} and --as binary (got {output_format!r}, {as_!r})"))
+    png = png or scored.with_suffix(".confusion.png")
     try:
+        for path in (png, json_out, html_out):
+            if path:
+                check_writable(path)
         records, predicted, resolved, info, probs = load_pairs(str(scored), str(reference) if reference else None, scheme=scheme,
                                                         as_binary=as_ == "binary", format=format_,
                                                         benchmark_data=benchmark_data, model_name=model_name)
@@ -298,7 +317,7 @@ def eval_(
     report = evaluate(records, predicted, resolved, probs=probs)
     typer.echo(f"{info['paired']} paired responses ({info['unpaired_reference']} teacher labels had no scored response)", err=True)
     typer.echo(render_report(report, output_format))
-    images = plot_confusions(report, png or scored.with_suffix(".confusion.png"))
+    images = plot_confusions(report, png)
     typer.echo(f"confusion matrices drawn to {', '.join(map(str, images))}", err=True)
     if json_out:
         json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -335,13 +354,15 @@ def estimate(
 
     if output_format not in REPORT_FORMATS:
         raise fail(InputError(f"use --output-format {'|'.join(REPORT_FORMATS)} (got {output_format!r})"))
+    png = png or scored.with_suffix(".forest.png")
     try:
+        check_writable(png)
         result = run_estimate(load_inputs(scored, teacher, scheme=scheme, judge_dir=judge_dir),
                               by=[f.strip() for f in by.split(",") if f.strip()], alpha=alpha, target_width=target_width)
     except InputError as exc:
         raise fail(exc) from None
     typer.echo(render_estimate(result, output_format))
-    image = plot_forest(forest_rows(result), png or scored.with_suffix(".forest.png"), rate_name=result["rate_name"],
+    image = plot_forest(forest_rows(result), png, rate_name=result["rate_name"],
                         level=f"{100 * (1 - alpha):.0f}%")
     typer.echo(f"forest plot drawn to {image}", err=True)
 
@@ -360,10 +381,13 @@ def calibrate(
     from judge.calibrate import format_calibration
     from judge.escalate import escalation_plan, format_plan
 
+    png = png or judge_dir / "reliability.png"
     try:
         judge, dataset = judge_and_labels(judge_dir, calib, skip_invalid)
+        for path in (png, judge_dir / "judge.json"):  # both written after the fit
+            check_writable(path)
         logits = judge.logits(dataset.records, progress=True)
-        result = fit_calibration(judge, dataset.records, logits=logits, source=calib, png=png or judge_dir / "reliability.png")
+        result = fit_calibration(judge, dataset.records, logits=logits, source=calib, png=png)
         plan = escalation_plan(judge, dataset.records, target_kappa, logits=logits, cost_per_call=cost_per_call, source=calib)
     except InputError as exc:
         raise fail(exc) from None
@@ -400,6 +424,8 @@ def card(
     from judge.card import render_card
 
     try:
+        if output:
+            check_writable(output)
         text = render_card(judge_dir)
     except InputError as exc:
         raise fail(exc) from None
@@ -429,7 +455,7 @@ def info(
 def serve(
     judge_dir: Annotated[Path, typer.Option("--judge", "-j", help="Artifact folder from `judge distill`.")],
     host: Annotated[str, typer.Option(help="Address to bind; the default keeps the judge on this machine.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(envvar="JUDGE_API_KEY", help="Require this bearer token on every request.")] = None,
     log_content: Annotated[bool, typer.Option("--log-content", help="Also log prompts and responses (default: labels and timings only).")] = False,
     pattern: Annotated[list[str], typer.Option("--pattern", help="Regex with named groups question / response for your own judge template (repeatable).")] = [],

@@ -30,6 +30,7 @@ from judge.records import FIELD_ALIASES, Dataset, Record, file_sha256
 from judge.schemes import Scheme
 from judge.teacher import (BUILTIN_RUBRICS, REPLY_TOKENS, Rubric, cost_of, data_url, estimate_tokens, find_image,
                            load_rubric, make_client, parse_reply, price_of, request_body)
+from judge.textio import check_writable
 
 DEFAULT_CACHE = "data_cache/teacher.sqlite"
 STATUSES = ("ok", "teacher_refused", "parse_error", "error")
@@ -151,7 +152,8 @@ def plan(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, cache
 
 
 def _cached(cache_path: str | Path, jobs: dict[str, Job]) -> dict[str, dict]:
-    if not Path(cache_path).is_file():
+    if not Path(cache_path).exists():  # no cache yet, but the run will need to make one there
+        check_writable(cache_path)
         return {}
     cache = Cache(cache_path)
     try:
@@ -476,9 +478,13 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
         raise InputError(f"unknown draw {design!r}: use uniform or active")
     if design == "active" and uncertainty is None:
         raise InputError("an active draw needs the student's probabilities: a scored file (judge_probs) or --judge DIR")
+    values = [_field_value(record, per) for record in records]
+    if all(value is None for value in values):
+        raise InputError(f"--per {per}: no record has this field to draw per",
+                         path=", ".join(sorted({str(r.source) for r in records})) or None)
     strata: dict[str, list[int]] = defaultdict(list)
-    for index, record in enumerate(records):
-        strata[str(_field_value(record, per))].append(index)
+    for index, value in enumerate(values):
+        strata[str(value)].append(index)
     rng = random.Random(seed)
     chosen: dict[int, dict] = {}
     for key, members in sorted(strata.items()):
@@ -559,6 +565,8 @@ def teacher_sample(dataset: Dataset, n: int | None, *, stratify_by: Sequence[str
         return dataset.records, {}
     if select and per:
         raise InputError("--select uncertain picks training items, --per an estimation sample: use one (in separate runs)")
+    if draw != "uniform" and not per:  # it would be an unrecorded proportional sample, not the draw asked for
+        raise InputError(f"--draw {draw} draws per group: add --per FIELD (e.g. --per model)")
     if select:
         probs = student_probabilities(dataset.records, dataset.scheme, judge_dir)
         return select_uncertain(dataset.records, n, probs.max(axis=1), judge=str(judge_dir or "judge_probs"))

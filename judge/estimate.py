@@ -22,7 +22,6 @@ Every interval is 95% (``ALPHA = 0.05``), never ppi_py's default of 90%.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
@@ -36,7 +35,7 @@ from scipy.stats import norm
 
 from judge.errors import InputError
 from judge.metrics import group_by
-from judge.model import read_meta
+from judge.model import read_meta, row_key
 from judge.records import Record, build_dataset, file_sha256, read_records, rows_from_jsonl
 from judge.schemes import BUILTIN_SCHEMES, Scheme, load_scheme
 
@@ -240,12 +239,6 @@ class Inputs:
     design: str = "assumed: the teacher-labelled rows are a uniform random sample of the scored rows (not recorded)"
     warnings: list[str] = field(default_factory=list)
     per: str | None = None  # the field the recorded draw was stratified by (`judge collect --per`)
-
-
-def row_key(record: Record) -> str:
-    """A short hash of a row's id, question and response, so `estimate` recognises a training row."""
-    text = "\x00".join([record.id, record.question, record.response])
-    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 def _scheme_of_probs(keys: set[str], named: str | Scheme | None) -> Scheme:

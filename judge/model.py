@@ -7,6 +7,7 @@ The CLI, the server and a notebook all go through this class.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from judge.errors import InputError
 from judge.records import Record, record_from_row
 from judge.schemes import Scheme
+from judge.textio import JsonProblem, loads, read_bytes
 
 ARTIFACT_FILE = "judge.json"
 FORMAT_VERSION = 1
@@ -131,14 +133,48 @@ def length_sorted_batches(records: Sequence[Record], size: int) -> list[list[int
     return [order[start:start + size] for start in range(0, len(order), size)]
 
 
+def row_key(record: Record) -> str:
+    """A short hash of a row's id, question and response: `judge distill` records those of the rows it
+    trained and validated on (``data.trained_row_keys``), so later steps recognise them."""
+    text = "\x00".join([record.id, record.question, record.response])
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def seen_in_training(meta: dict, records: Sequence[Record]) -> list[Record]:
+    """The `records` the artifact was trained or validated on (none found when it does not record them)."""
+    keys = set((meta.get("data") or {}).get("trained_row_keys") or ())
+    return [r for r in records if row_key(r) in keys]
+
+
 def read_meta(path: str | Path) -> dict:
-    """judge.json of an artifact folder, checked for its format version."""
+    """judge.json of an artifact folder, checked for its format version and for what loading it needs
+    (a known kind, a scheme, a view): a damaged one is one InputError naming it, never a traceback."""
     meta_path = Path(path) / ARTIFACT_FILE
     if not meta_path.is_file():
         raise InputError(f"not a judge artifact (no {ARTIFACT_FILE})", path=path)
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+
+    def invalid(reason: str) -> InputError:
+        return InputError(f"not a valid judge artifact ({reason})", path=meta_path)
+
+    try:
+        meta = loads(read_bytes(meta_path).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise invalid("not UTF-8 text") from None
+    except JsonProblem as exc:
+        raise invalid(str(exc)) from None
+    if not isinstance(meta, dict):
+        raise invalid(f"a JSON {type(meta).__name__}, not an object")
     if meta.get("format_version") != FORMAT_VERSION:
         raise InputError(f"artifact format {meta.get('format_version')} is not {FORMAT_VERSION}", path=meta_path)
+    missing = [key for key in ("kind", "scheme", "view") if key not in meta]
+    if missing:
+        raise invalid(f"no {', '.join(missing)}")
+    if meta["kind"] not in BACKENDS:
+        raise invalid(f"unknown kind {meta['kind']!r}: one of {', '.join(BACKENDS)}")
+    try:
+        Scheme.from_dict(meta["scheme"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise invalid(f"unreadable scheme: {type(exc).__name__} {exc}") from None
     return meta
 
 

@@ -161,8 +161,11 @@ def parse_price(text: str) -> tuple[float, float]:
     """'2.5,10' -> (2.5, 10.0): USD per million input and output tokens."""
     try:
         prompt, completion = (float(part) for part in text.split(","))
+        if not (0 <= prompt < math.inf and 0 <= completion < math.inf):
+            raise ValueError(text)
     except ValueError:
-        raise InputError(f"--price takes USD per 1M input and output tokens as IN,OUT (e.g. 2.5,10), got {text!r}") from None
+        raise InputError(f"--price takes USD per 1M input and output tokens as IN,OUT, each 0 or more (e.g. 2.5,10), "
+                         f"got {text!r}") from None
     return prompt, completion
 
 

@@ -3,12 +3,15 @@
 Every reader (JSONL, CSV, whole-file JSON) decodes through here, so a file in the wrong encoding,
 a binary file, a line nested thousands deep or a lone surrogate escape is reported as one line
 naming the file and line, never as a decoding traceback from deep inside the standard library.
+`check_writable` does the same for the paths a command will write, before any work is done.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from judge.errors import InputError
@@ -104,3 +107,27 @@ def iter_lines(path: str | Path):
                 yield number, decode(raw, first=number == 1)
             except ValueError as exc:
                 yield number, exc
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> Path:
+    """Refuse, before any work is done, an output path (a file, or with ``folder`` a folder) that cannot be
+    written: a folder where a file goes or a file where a folder goes, a parent that is a file, a place no
+    file can be created in. Creates nothing that stays: missing parent folders are fine if they could be made."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError("is a file, not a folder to write into", path=path)
+    if not folder and path.is_dir():
+        raise InputError("is a folder: give a file path to write", path=path)
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise InputError("cannot write: the file is read-only", path=path)
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot write: {existing} is not a folder", path=path)
+    try:  # the permission bits do not say it all (root, read-only mounts, /proc): create a file and drop it
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".judge-write-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write: no file can be created in {existing} ({exc.strerror or exc})", path=path) from None
+    return path

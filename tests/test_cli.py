@@ -147,3 +147,33 @@ def test_library_chatter_is_quiet_unless_verbose(tiny_judge, tmp_path):
     quiet, verbose = stderr(), stderr("-v")
     assert "Loading weights" in verbose and "Loading weights" not in quiet
     assert "wrote 4 scored responses" in quiet
+
+
+@pytest.mark.parametrize("option", [["--seed", "-1"], ["--set", "batch_size=0"], ["--epochs", "-1"], ["--max-length", "0"],
+                                    ["--set", "folds=1"]])
+def test_distill_refuses_out_of_range_settings_before_training(option, tmp_path):
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(tmp_path / "run"), *option])
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert len(errors) == 1 and errors[0].startswith("error: config ") and "must be" in errors[0], result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_refuses_out_of_range_values_in_the_library_and_names_the_file(tmp_path):
+    from judge.errors import InputError
+    from judge.training.config import TrainConfig
+
+    with pytest.raises(InputError, match=r"^config epochs=-1.0: must be more than 0$"):
+        TrainConfig.resolve(overrides={"epochs": "-1"})
+    toml = tmp_path / "train.toml"
+    toml.write_text("max_length = 0\n")
+    with pytest.raises(InputError, match=rf"^{toml}: config max_length=0: must be at least 1$"):
+        TrainConfig.resolve(toml)
+    assert TrainConfig.resolve(toml, {"max_length": "64"}).max_length == 64  # overridden: the file's value is not used
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_serve_refuses_a_port_out_of_range(port, tmp_path):
+    result = runner.invoke(app, ["serve", "-j", str(tmp_path), "--port", port])
+    assert result.exit_code == 2 and "Invalid value for '--port'" in result.output, result.output

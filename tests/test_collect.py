@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from judge.collect import (TeacherConfig, collect, label_missing, labelled_rows, plan, prepare, resolve_rubric,
-                           stratified_sample)
+                           stratified_sample, teacher_sample)
 from judge.errors import InputError
 from judge.records import build_dataset, read_records
 from judge.schemes import load_scheme
@@ -314,3 +314,62 @@ def test_unreachable_endpoint_marks_records_as_errors_without_stopping(tmp_path)
         assert [l.status for l in result.labels] == ["error"] * 3 and "Connection" in result.labels[0].error
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (0,)
+
+
+def cli_collect(server, tmp_path, *options: str):
+    from judge.cli import app
+
+    path = write_jsonl(tmp_path / "in.jsonl", rows(6))
+    args = ["collect", str(path), "--teacher", "gpt-4o", "--base-url", server.url, *options]
+    return CliRunner().invoke(app, args, env={"OPENAI_API_KEY": "sk-test-secret-123"})
+
+
+def only_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip() and " lines read, " not in line]
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_broken_or_misplaced_cache_is_one_line_naming_it(server, tmp_path):
+    corrupt, folder, under_a_file = tmp_path / "corrupt.sqlite", tmp_path / "folder", tmp_path / "corrupt.sqlite" / "c.sqlite"
+    corrupt.write_bytes(b"not an SQLite file " * 20)
+    folder.mkdir()
+    for cache in (corrupt, folder, under_a_file):
+        for mode in (["--dry-run"], ["-o", str(tmp_path / "labels.jsonl")]):
+            line = only_error_line(cli_collect(server, tmp_path, "--cache", str(cache), *mode))
+            assert line.startswith(f"error: {cache}: "), line
+    assert server.counts["chat"] == 0 and not (tmp_path / "labels.jsonl").exists()
+    assert corrupt.read_bytes() == b"not an SQLite file " * 20  # never overwritten
+
+
+def test_an_unwritable_output_is_refused_before_anything_is_paid(server, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for output in (folder, tmp_path / "in.jsonl" / "labels.jsonl"):
+        line = only_error_line(cli_collect(server, tmp_path, "--cache", str(tmp_path / "c.sqlite"), "-o", str(output)))
+        assert line.startswith(f"error: {output}: "), line
+    assert server.counts["chat"] == 0 and not (tmp_path / "c.sqlite").exists() and not (tmp_path / "folder.tmp").exists()
+
+
+@pytest.mark.parametrize("option", [["--concurrency", "0"], ["--concurrency", "-2"], ["--rpm", "-1"], ["--tpm", "-5"],
+                                    ["--sample", "-5"], ["--max-cost", "-1"]])
+def test_collect_refuses_out_of_range_options(server, tmp_path, option):
+    result = cli_collect(server, tmp_path, "--cache", str(tmp_path / "c.sqlite"), "-o", str(tmp_path / "l.jsonl"), *option)
+    assert result.exit_code == 2 and f"Invalid value for '{option[0]}'" in result.output, result.output
+    assert server.counts["chat"] == 0
+
+
+def test_collect_refuses_a_negative_price_and_a_per_field_no_row_has(server, tmp_path):
+    base = ["--cache", str(tmp_path / "c.sqlite"), "-o", str(tmp_path / "l.jsonl")]
+    line = only_error_line(cli_collect(server, tmp_path, *base, "--price", "-1,-1", "--max-cost", "1"))
+    assert line == "error: --price takes USD per 1M input and output tokens as IN,OUT, each 0 or more (e.g. 2.5,10), got '-1,-1'"
+    line = only_error_line(cli_collect(server, tmp_path, *base, "--sample", "2", "--per", "nosuchfield"))
+    assert line == f"error: {tmp_path / 'in.jsonl'}: --per nosuchfield: no record has this field to draw per"
+    assert server.counts["chat"] == 0 and not (tmp_path / "l.jsonl").exists()
+
+
+def test_an_active_draw_without_per_is_refused_not_turned_into_a_plain_sample(tmp_path):
+    """Without --per the draw was ignored: an ordinary sample, with no inclusion probabilities for `judge estimate`."""
+    dataset = read_records(write_jsonl(tmp_path / "scored.jsonl", synthetic_rows(20)))
+    with pytest.raises(InputError, match="--draw active draws per group: add --per FIELD"):
+        teacher_sample(dataset, 6, draw="active")

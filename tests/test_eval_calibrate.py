@@ -365,7 +365,7 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     meta = json.loads((judge_copy / "judge.json").read_text())  # as if the rate guard had passed over a candidate
     (judge_copy / "judge.json").write_text(json.dumps({**meta, "selection": {**meta["selection"], "chosen_over": "lexical"}}))
     assert f"the rate guard chose {meta['student']} over lexical, whose worst model's rate" in render_card(judge_copy)
-    calib = write_jsonl(tmp_path / "calib.jsonl", synthetic_rows(60, seed=5))
+    calib = write_jsonl(tmp_path / "calib.jsonl", [{**r, "id": f"calib{i}"} for i, r in enumerate(synthetic_rows(60, seed=5))])
     result = runner.invoke(app, ["calibrate", str(calib), "--judge", str(judge_copy), "--target-kappa", "0.95"])
     assert result.exit_code == 0, result.output
     meta = json.loads((judge_copy / "judge.json").read_text())
@@ -384,12 +384,17 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     assert out_of_fold["kappa_ci"][0] <= out_of_fold["kappa"] <= out_of_fold["kappa_ci"][1]
     assert escalation["threshold"] is None or "the same rule out of fold: kappa" in result.output
 
-    # rows the judge is known to handle (drawn as its training rows were): their kappa must read "within"
-    fresh = write_jsonl(tmp_path / "fresh.jsonl", synthetic_rows(150)[:40])
-    result = runner.invoke(app, ["drift", str(fresh), "--judge", str(judge_copy)])
+    # its own training rows are refused: agreement there, or a temperature fitted there, says nothing of new data
+    seen = write_jsonl(tmp_path / "seen.jsonl", synthetic_rows(150)[:40])
+    for command in ("drift", "calibrate"):
+        result = runner.invoke(app, [command, str(seen), "--judge", str(judge_copy)])
+        assert result.exit_code == 1 and "40 of these 40 labelled rows (e.g. 'r0') are rows the judge was trained" in result.output
+    # new rows drawn as its training rows were: their kappa must read "within"
+    new_rows = [{**row, "id": f"new{i}"} for i, row in enumerate(synthetic_rows(40, seed=9))]
+    result = runner.invoke(app, ["drift", str(write_jsonl(tmp_path / "fresh.jsonl", new_rows)), "--judge", str(judge_copy)])
     assert result.exit_code == 0 and "within" in result.output, result.output
     shifted = {"refuse": "warning", "warning": "unsafe", "unsafe": "refuse"}  # a teacher that now disagrees
-    shuffled = [{**row, "label": shifted[row["label"]]} for row in synthetic_rows(150)[:40]]
+    shuffled = [{**row, "label": shifted[row["label"]]} for row in new_rows]
     result = runner.invoke(app, ["drift", str(write_jsonl(tmp_path / "shuffled.jsonl", shuffled)), "--judge", str(judge_copy)])
     assert result.exit_code == 2 and "DEGRADED" in result.output, result.output
 

@@ -117,3 +117,82 @@ def test_valid_file_after_bad_one_is_not_half_read(lexical_judge, tmp_path):
     out = tmp_path / "scored.jsonl"
     result = runner.invoke(app, ["score", str(good), str(bad), "--judge", lexical_judge, "-o", str(out)])
     assert result.exit_code == 1 and f"error: {bad}:1:" in result.output and not out.exists()
+
+
+def one_line_error(result, path) -> bool:
+    """Exit 1 and one line, `error: PATH...` (beside the summary of the input read, where it was read first)."""
+    lines = [line for line in result.output.splitlines() if line.strip() and " lines read, " not in line]
+    return (result.exit_code == 1 and isinstance(result.exception, SystemExit) and len(lines) == 1
+            and lines[0].startswith(f"error: {path}"))
+
+
+def test_unwritable_output_paths_are_refused_before_any_work(lexical_judge, tmp_path):
+    """A folder where a file goes, a file where a folder goes, a file as a parent folder: one line, nothing written."""
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
+    scored = tmp_path / "scored.jsonl"
+    assert runner.invoke(app, ["score", str(labels), "-j", lexical_judge, "-o", str(scored)]).exit_code == 0
+    folder, file = tmp_path / "folder", tmp_path / "file.txt"
+    folder.mkdir()
+    file.write_text("keep me")
+    before = sorted(tmp_path.rglob("*"))
+    cases = [
+        (["distill", str(labels), "--student", "lexical", "--out", str(file)], file),
+        (["distill", str(labels), "--student", "lexical", "--out", str(file / "judge")], file / "judge"),
+        (["score", str(labels), "-j", lexical_judge, "-o", str(folder)], folder),
+        (["score", str(labels), "-j", lexical_judge, "--report", "vlsbench", "--report-out", str(folder)], folder),
+        (["score", str(labels), "-j", lexical_judge, "--write-back", str(file)], file),
+        (["eval", str(scored), "--png", str(file / "c.png")], file / "c.png"),
+        (["eval", str(scored), "--json", str(folder)], folder),
+        (["eval", str(scored), "--html", str(folder)], folder),
+        (["estimate", str(scored), "--teacher", str(labels), "--png", str(folder)], folder),
+        (["calibrate", str(labels), "-j", lexical_judge, "--png", str(folder)], folder),
+        (["card", "-j", lexical_judge, "-o", str(folder)], folder),
+    ]
+    for args, path in cases:
+        result = runner.invoke(app, args)
+        assert one_line_error(result, path), (args, result.output)
+    assert sorted(tmp_path.rglob("*")) == before and file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("content", [b"{bad", b"", b'{"format_version": 1, "kind": "lex', b"[]", b"\xff\xfe\xff",
+                                     b'{"format_version": 1, "scheme": {"name": "x", "labels": []}, "view": "full"}',
+                                     b'{"format_version": 1, "kind": "lexical", "view": "full"}'])
+def test_a_damaged_judge_json_is_one_line(content, tmp_path):
+    (tmp_path / "judge.json").write_bytes(content)
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    for args in (["info", str(tmp_path)], ["score", str(responses), "-j", str(tmp_path)], ["serve", "-j", str(tmp_path)]):
+        result = runner.invoke(app, args)
+        assert one_line_error(result, tmp_path / "judge.json"), (args, result.output)
+        assert "not a valid judge artifact (" in result.output
+
+
+def test_escalation_refuses_a_broken_cache_before_scoring(lexical_judge, tmp_path):
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    cache = tmp_path / "cache.sqlite"
+    cache.write_text("not an SQLite file " * 20)
+    result = runner.invoke(app, ["score", str(responses), "-j", lexical_judge, "--escalate-below", "0.9",
+                                 "--cache", str(cache), "-o", str(tmp_path / "out.jsonl")])
+    assert one_line_error(result, cache) and "not a usable teacher cache" in result.output, result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_drift_on_labels_of_one_class_says_kappa_is_undefined(lexical_judge, tmp_path):
+    refusals = [{**row, "id": f"new{i}"} for i, row in enumerate(r for r in synthetic_rows(120) if r["label"] == "refuse")][:2]
+    labels = write_jsonl(tmp_path / "two.jsonl", refusals)
+    result = runner.invoke(app, ["drift", str(labels), "-j", lexical_judge])
+    assert one_line_error(result, f"{labels}: kappa is undefined on 2 teacher labels"), result.output
+    assert "DEGRADED" not in result.output
+
+
+def test_library_distill_refuses_an_unwritable_folder_before_training(tmp_path, monkeypatch):
+    from judge.errors import InputError
+    from judge.records import read_records
+    from judge.training import distill
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained before the output folder was checked")
+
+    monkeypatch.setattr(distill, "run_portfolio", never)
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
+    with pytest.raises(InputError, match=f"^{labels}: is a file, not a folder to write into$"):
+        distill.distill(read_records(labels), labels)

@@ -22,6 +22,22 @@ QUICK = {"folds": 3, "epochs": 2.0, "max_length": 64, "probe_max_length": 64, "l
          "full_lr": 2e-4}
 
 
+def _at_least(low):
+    return (lambda value: value >= low), f"at least {low}"
+
+
+MORE_THAN_0 = (lambda value: value > 0), "more than 0"
+SHARE = (lambda value: 0 <= value < 1), "a share in [0, 1)"
+# What each numeric key may be (nan fails every test): `resolve` refuses the rest, for a notebook as for `judge distill`.
+RANGES = {
+    "epochs": MORE_THAN_0, "lr": MORE_THAN_0, "full_lr": MORE_THAN_0, "batch_size": _at_least(1), "grad_accum": _at_least(1),
+    "max_length": _at_least(1), "probe_max_length": _at_least(1), "lora_r": _at_least(1), "folds": _at_least(2),
+    "early_stopping_patience": _at_least(0), "weight_decay": _at_least(0), "tie_margin": _at_least(0),
+    "val_size": SHARE, "lora_dropout": SHARE, "warmup_ratio": SHARE,
+    "seed": ((lambda value: 0 <= value < 2**32), "in [0, 2**32)"),  # numpy's and torch's seeds
+}
+
+
 @dataclass
 class TrainConfig:
     # what the student reads
@@ -80,10 +96,13 @@ class TrainConfig:
     @classmethod
     def resolve(cls, path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
         """Defaults, then a TOML (or .yaml/.yml) file, then explicit overrides; unknown keys are an error."""
-        values: dict = {}
-        if path is not None:
-            values.update(_read_file(Path(path)))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        from_file = _read_file(Path(path)) if path is not None else {}
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values = {**from_file, **given}
+
+        def source(key):  # the config file, where the value came from there
+            return path if key in from_file and key not in given else None
+
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -96,7 +115,10 @@ class TrainConfig:
             try:
                 setattr(config, key, _coerce(value, type(current)))
             except ValueError:
-                raise InputError(f"config {key}={value!r}: expected {type(current).__name__}", path=path) from None
+                raise InputError(f"config {key}={value!r}: expected {type(current).__name__}", path=source(key)) from None
+        for key, (allowed, expected) in RANGES.items():
+            if not allowed(getattr(config, key)):
+                raise InputError(f"config {key}={getattr(config, key)!r}: must be {expected}", path=source(key))
         return config
 
     def to_dict(self) -> dict:

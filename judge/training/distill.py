@@ -19,12 +19,13 @@ import numpy as np
 
 from judge.calibrate import calibrate_out_of_fold
 from judge.errors import InputError
-from judge.estimate import plan_labels, row_key
+from judge.estimate import plan_labels
 from judge.evaluate import evaluate
 from judge.metrics import top_labels
-from judge.model import Judge, probs_array, write_meta
+from judge.model import Judge, probs_array, row_key, write_meta
 from judge.records import Dataset, file_sha256, write_jsonl
 from judge.splits import split_by_group
+from judge.textio import check_writable
 from judge.training import ranks
 from judge.training.config import TrainConfig
 from judge.training.portfolio import run_portfolio
@@ -92,6 +93,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         raise InputError("every record has the same teacher label: nothing to learn")
     if not 0 <= config.holdout < 1:
         raise InputError(f"holdout {config.holdout}: a share of the rows in [0, 1)")
+    check_writable(out, folder=True)  # before the training, never after it
     split = split_by_group(labelled, test_size=config.holdout, val_size=0.0, seed=config.seed)
     rows, test = split.train, split.test
     ranks.start()
