@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +198,7 @@ class _Tally:
         async with self.settled:
             await self.settled.wait_for(lambda: self.stopped or self.flying == 0 or self.fits(estimate))
             if self.stopped or not self.fits(estimate):
-                self.stopped = "max_cost"
+                self.stopped = self.stopped or "max_cost"
                 return False
             self.reserved += estimate
             self.flying += 1
@@ -254,8 +257,37 @@ async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, ru
                 await tally.release(estimate)
 
     async with make_client(api_key=teacher.api_key, base_url=teacher.base_url, max_retries=teacher.max_retries,
-                           timeout=teacher.timeout) as client:
+                           timeout=teacher.timeout) as client, _finish_in_flight_on_ctrl_c(tally):
         await asyncio.gather(*(one(job) for job in pending))
+
+
+@asynccontextmanager
+async def _finish_in_flight_on_ctrl_c(tally: _Tally):
+    """The first Ctrl-C sends nothing more but lets the calls in flight (already paid for) land in the cache;
+    a second one aborts. Only where Python takes signals: the main thread of a POSIX process."""
+    loop = asyncio.get_running_loop()
+
+    async def stop() -> None:
+        async with tally.settled:  # wake the requests waiting to be admitted: they now stand down
+            tally.settled.notify_all()
+
+    def interrupted() -> None:
+        if tally.stopped == "interrupted":
+            raise KeyboardInterrupt
+        tally.stopped = "interrupted"
+        tally.bar.write(f"interrupted: finishing the {tally.flying} requests in flight; Ctrl-C again to abort",
+                        file=sys.stderr)
+        loop.create_task(stop())
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread (a notebook's worker)
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric, cache: Cache,
@@ -595,6 +627,8 @@ def format_stats(stats: dict) -> str:
              f"{stats['sent']} requests sent, {stats['cached']} records from the cache, spent ${stats['spent']:.4f}"]
     if stats["stopped"] == "max_cost":
         lines.append("stopped at the --max-cost budget; rerun with a higher budget to continue (nothing is paid twice)")
+    elif stats["stopped"] == "interrupted":
+        lines.append("interrupted: the requests in flight were stored; rerun to continue (nothing is paid twice)")
     lines += [f"batch {b['id']}: {b['status']}" + ("" if b["status"] in BATCH_DONE else " (rerun to pick it up)")
               for b in stats["batches"]]
     return "\n".join(lines)

@@ -292,6 +292,31 @@ def test_sigkill_mid_run_loses_nothing_and_resends_nothing_stored(tmp_path):
         assert len(labels) == n and all(row["teacher_status"] == "ok" and row["label"] for row in labels)
 
 
+def test_ctrl_c_mid_run_stores_the_calls_in_flight_so_none_is_paid_twice(tmp_path):
+    """The first Ctrl-C sends nothing more, lets the answered calls land in the cache and writes what it has."""
+    n = 160
+    path = write_jsonl(tmp_path / "in.jsonl", rows(n))
+    cache, out = tmp_path / "c.sqlite", tmp_path / "labels.jsonl"
+    with ScriptedOpenAI(delay=0.2) as server:
+        command = [sys.executable, str(ROOT / "cli.py"), "collect", str(path), "-o", str(out), "--teacher", "gpt-4o",
+                   "--base-url", server.url, "--concurrency", "8", "--cache", str(cache)]
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < n // 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 130, output
+        assert "interrupted: finishing the" in output and "the requests in flight were stored" in output
+        first = sum(server.sent(200).values())
+        assert 0 < first < n
+        written = [json.loads(line) for line in out.read_text().splitlines()]
+        assert sum(row["teacher_status"] == "ok" for row in written) == first  # every answered call kept
+        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+        assert sum(server.sent(200).values()) == n  # the rerun sent only the rest: no call paid twice
+
+
 @pytest.mark.slow
 def test_distill_with_a_teacher_labels_the_unlabelled_rows_first(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default cache lands in ./data_cache
