@@ -177,3 +177,16 @@ def test_train_config_refuses_out_of_range_values_in_the_library_and_names_the_f
 def test_serve_refuses_a_port_out_of_range(port, tmp_path):
     result = runner.invoke(app, ["serve", "-j", str(tmp_path), "--port", port])
     assert result.exit_code == 2 and "Invalid value for '--port'" in result.output, result.output
+
+
+@pytest.mark.parametrize("args, option", [
+    (["score", "r.jsonl", "-j", "j", "--batch-size", "0"], "--batch-size"),
+    (["score", "r.jsonl", "-j", "j", "--escalate-below", "1.5"], "--escalate-below"),
+    (["score", "r.jsonl", "-j", "j", "--target-kappa", "2"], "--target-kappa"),
+    (["calibrate", "c.jsonl", "-j", "j", "--target-kappa", "2"], "--target-kappa"),
+    (["calibrate", "c.jsonl", "-j", "j", "--cost-per-call", "-1"], "--cost-per-call"),
+    (["estimate", "s.jsonl", "-t", "t.jsonl", "--target-width", "-1"], "--target-width"),
+])
+def test_probabilities_kappas_widths_and_costs_out_of_range_are_refused_before_anything_runs(args, option):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
