@@ -208,8 +208,8 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
     (the labels and predictions all one class) gives no verdict: an InputError says so.
     """
     label_indices(records, judge.classes_)
-    refuse_training_rows(judge, records, "its agreement there says nothing of new data",
-                         ", ".join(sorted({str(r.source) for r in records})) or None)
+    source = ", ".join(sorted({str(r.source) for r in records})) or None
+    refuse_training_rows(judge, records, "its agreement there says nothing of new data", source)
     predicted = [p.label for p in judge.predict(records)]
     new = agreement([r.label for r in records], predicted, judge.classes_, groups=[r.prompt_group for r in records],
                     safe_labels=judge.scheme.safe_labels, n_boot=n_boot, seed=seed)
@@ -217,7 +217,7 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
         seen = sorted({r.label for r in records} | set(predicted))
         raise InputError(f"kappa is undefined on {len(records)} teacher labels (the teacher and the judge only say "
                          f"{', '.join(map(repr, seen))}): a drift check needs more labels, of at least two classes",
-                         path=", ".join(sorted({str(r.source) for r in records})) or None)
+                         path=source)
     trained = (judge.meta.get("metrics") or {}).get("test") or {}
     if trained.get("kappa") is None:
         verdict = "unknown"
