@@ -23,7 +23,7 @@ from sklearn.model_selection import GroupKFold
 from judge.errors import InputError
 from judge.metrics import agreement
 from judge.model import Judge, floored_log, seen_in_training, softmax
-from judge.records import Record, file_sha256
+from judge.records import Record, file_sha256, sources_of
 from judge.report import save_figure
 
 N_BINS = 15
@@ -208,7 +208,7 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
     (the labels and predictions all one class) gives no verdict: an InputError says so.
     """
     label_indices(records, judge.classes_)
-    source = ", ".join(sorted({str(r.source) for r in records})) or None
+    source = sources_of(records)
     refuse_training_rows(judge, records, "its agreement there says nothing of new data", source)
     predicted = [p.label for p in judge.predict(records)]
     new = agreement([r.label for r in records], predicted, judge.classes_, groups=[r.prompt_group for r in records],

@@ -29,7 +29,7 @@ import numpy as np
 
 from judge.cache import Cache, request_key
 from judge.errors import InputError
-from judge.records import FIELD_ALIASES, Dataset, Record, file_sha256
+from judge.records import FIELD_ALIASES, Dataset, Record, file_sha256, sources_of
 from judge.schemes import Scheme
 from judge.teacher import (BUILTIN_RUBRICS, REPLY_TOKENS, Rubric, cost_of, data_url, estimate_tokens, find_image,
                            load_rubric, make_client, parse_reply, price_of, request_body)
@@ -513,7 +513,7 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
     values = [_field_value(record, per) for record in records]
     if all(value is None for value in values):
         raise InputError(f"--per {per}: no record has this field to draw per",
-                         path=", ".join(sorted({str(r.source) for r in records})) or None)
+                         path=sources_of(records))
     strata: dict[str, list[int]] = defaultdict(list)
     for index, value in enumerate(values):
         strata[str(value)].append(index)

@@ -128,6 +128,11 @@ def raw_label(row: Mapping) -> object:
     raise ValueError(f"field 'unsafe' must be true/false or 1/0, got {flag!r}")
 
 
+def sources_of(records: Iterable[Record]) -> str | None:
+    """The files `records` were read from, for an error about them as a whole."""
+    return ", ".join(sorted({str(r.source) for r in records})) or None
+
+
 def record_from_row(row: Mapping, *, source: str, line: int, label: str | None = None) -> Record:
     """Build a record from one input object; `label` is the already-parsed teacher label."""
     if not isinstance(row, Mapping):
