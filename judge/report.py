@@ -232,13 +232,17 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Write a matplotlib figure as a PNG (creating its folder) and free it."""
+    """Write a matplotlib figure as a PNG at exactly `path` (creating its folder) and free it.
+
+    The format is fixed: left to matplotlib, a path without a suffix would get ``.png`` appended (so
+    the path we print would not exist) and one ending ``.pdf`` would not be a PNG.
+    """
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
     return path
 

@@ -16,6 +16,7 @@ from judge.escalate import choose_threshold, cost_summary, escalation_curve, sto
 from judge.metrics import agreement, bootstrap_kappa, kappa_from_confusion
 from judge.model import Judge, softmax
 from judge.records import Record, read_records
+from judge.report import save_figure
 from judge.score import score_records
 from tests.openai_server import ScriptedOpenAI
 from tests.tiny import PHRASES, synthetic_rows, write_jsonl
@@ -221,6 +222,19 @@ def test_out_of_fold_temperature_is_cross_fitted_over_prompt_groups():
 
 
 # -- escalation --------------------------------------------------------------------------------
+
+def test_figures_are_pngs_at_exactly_the_path_given(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name in ("reliability", "plot.pdf", "cm.png"):  # matplotlib alone writes reliability.png and a PDF
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        assert save_figure(fig, tmp_path / name) == tmp_path / name
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "plot.pdf", "reliability"]
+
 
 def test_escalation_curve_on_a_hand_made_array():
     confidence = [0.95, 0.9, 0.7, 0.7, 0.5, 0.4]
