@@ -109,8 +109,19 @@ def _first(row: Mapping, names: Sequence[str]) -> tuple[str | None, object]:
     return None, None
 
 
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
+TEXT_FIELDS = ("question", "image_path", "image_description")  # must be strings; the other fields may be numbers
+
+
+def _field(row: Mapping, name: str) -> str | None:
+    """A field as text: a string, or for ids, models, groups and categories also a number; anything else is refused."""
+    key, value = _first(row, FIELD_ALIASES[name])
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if name not in TEXT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{key} must be a string{'' if name in TEXT_FIELDS else ' or a number'}, got {type(value).__name__}")
 
 
 def raw_label(row: Mapping) -> object:
@@ -142,16 +153,16 @@ def record_from_row(row: Mapping, *, source: str, line: int, label: str | None =
         raise ValueError(f"no response field (one of {', '.join(FIELD_ALIASES['response'])})")
     if not isinstance(response, str):
         raise ValueError(f"response must be a string, got {type(response).__name__}")
-    _, rid = _first(row, FIELD_ALIASES["id"])
-    values = {name: _opt_str(_first(row, FIELD_ALIASES[name])[1])
+    rid = _field(row, "id")
+    values = {name: _field(row, name)
               for name in ("image_path", "image_description", "category", "sub_category", "scenario", "model", "group")}
     _, probs = _first(row, FIELD_ALIASES["label_probs"])
     if probs is not None and not isinstance(probs, Mapping):
         raise ValueError("label_probs must be an object {label: probability}")
     return Record(
-        id=str(rid) if rid is not None else f"{Path(source).name}:{line}",
+        id=rid if rid is not None else f"{Path(source).name}:{line}",
         response=response,
-        question=str(_first(row, FIELD_ALIASES["question"])[1] or ""),
+        question=_field(row, "question") or "",
         label=label,
         label_probs={str(k): float(v) for k, v in probs.items()} if probs else None,
         raw=dict(row),

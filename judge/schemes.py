@@ -87,6 +87,8 @@ class Scheme:
         """The canonical label for a raw value (name, code, display string or alias), or None."""
         if isinstance(value, bool) or value is None:
             return None
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
+            value = float(value)  # a code written as "3.0", as the number 3.0 is read
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         return self._lookup.get(_norm(value))

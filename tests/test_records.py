@@ -20,14 +20,17 @@ def test_field_aliases_and_label_spellings(tmp_path):
         json.dumps({"id": "b", "prompt": "q2", "output": "ok", "label_str": "Safe with warning", "category": "Privacy"}),
         json.dumps({"id": "c", "question": "q3", "answer": "sure", "label": "UNSAFE", "image_path": "imgs/1.png"}),
         json.dumps({"id": "d", "question": "q4", "response": "", "label": "refuse"}),
+        json.dumps({"id": "e", "question": "q5", "response": "r", "label": "3.0", "category": 4, "scenario": 1.5}),
     ])
     dataset = read_records(path)
     assert dataset.scheme.name == "vlsbench"
-    assert [(r.id, r.label) for r in dataset.records] == [("7", "refuse"), ("b", "warning"), ("c", "unsafe"), ("d", "refuse")]
+    assert [(r.id, r.label) for r in dataset.records] == [("7", "refuse"), ("b", "warning"), ("c", "unsafe"), ("d", "refuse"),
+                                                          ("e", "unsafe")]  # "3.0" read as the number 3.0 is
     first = dataset.records[0]
     assert (first.question, first.response, first.model) == ("q?", "no.", "m")
     assert dataset.records[3].response == ""  # an empty response is a valid record
-    assert dataset.summary() == "4 lines read, 4 used, 0 skipped"
+    assert (dataset.records[4].category, dataset.records[4].scenario) == ("4", "1.5")  # numbers, kept as text
+    assert dataset.summary() == "5 lines read, 5 used, 0 skipped"
 
 
 @pytest.mark.parametrize("line, message", [
@@ -36,6 +39,11 @@ def test_field_aliases_and_label_spellings(tmp_path):
     ('{"id": "x", "response": "r", "label": "maybe"}', "unknown label 'maybe'"),
     ('{"id": "a", "response": "r", "label": "refuse"}', "duplicate id 'a' (first at"),
     ('[1, 2]', "expected a JSON object"),
+    ('{"id": "x", "question": 5, "response": "r", "label": "refuse"}', "question must be a string, got int"),
+    ('{"id": "x", "image": ["a.png"], "response": "r", "label": "refuse"}', "image must be a string, got list"),
+    ('{"id": {"n": 1}, "response": "r", "label": "refuse"}', "id must be a string or a number, got dict"),
+    ('{"id": "x", "response_model": true, "response": "r", "label": "refuse"}', "response_model must be a string or a number"),
+    ('{"id": "x", "response": "r", "label": "3.5"}', "unknown label '3.5'"),
 ])
 def test_bad_line_names_file_and_line(tmp_path, line, message):
     path = write_lines(tmp_path / "bad.jsonl", ['{"id": "a", "response": "r", "label": "refuse"}',
