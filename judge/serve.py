@@ -420,11 +420,13 @@ def create_app(judge: Judge, *, name: str | None = None, api_key: str | None = N
         return error_response(400, f"invalid request: {exc.errors()[0]['msg']}")
 
     @app.get("/v1/models")
+    @app.get("/models", include_in_schema=False)  # a base URL set without /v1
     async def models() -> dict:
         return {"object": "list", "data": [{"id": judge_name, "object": "model", "created": created,
                                             "owned_by": "judge"}]}
 
     @app.post("/v1/chat/completions")
+    @app.post("/chat/completions", include_in_schema=False)  # a base URL set without /v1
     async def chat_completions(request: Request) -> dict:
         started = time.perf_counter()
         chat = parse_request(await read_body(request, max_request_bytes))
@@ -456,6 +458,7 @@ def create_app(judge: Judge, *, name: str | None = None, api_key: str | None = N
                           "total_tokens": prompt_tokens + completion_tokens}}
 
     @app.post("/v1/moderations")
+    @app.post("/moderations", include_in_schema=False)  # a base URL set without /v1
     async def moderations(request: Request) -> dict:
         try:
             body = json.loads(await read_body(request, max_request_bytes))

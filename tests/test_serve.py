@@ -196,6 +196,9 @@ def test_sync_client_plain_completion_and_models(client):
     content = json.loads(completion.choices[0].message.content)  # the template asks for JSON
     assert content["label"] in (1, 2, 3) and content["label_str"]
     assert [m.id for m in client.models.list()] == ["tiny-judge"]
+    without_v1 = openai.OpenAI(base_url=str(client.base_url).removesuffix("/v1/"), api_key="unused", max_retries=0)
+    assert without_v1.chat.completions.create(model="gpt-4o", messages=vls_messages(QUESTION, RESPONSES[0])).model == "tiny-judge"
+    assert [m.id for m in without_v1.models.list()] == ["tiny-judge"]
 
 
 def test_parse_with_pydantic_schema(client, judge):
