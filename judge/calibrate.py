@@ -21,7 +21,7 @@ from scipy.special import log_softmax
 from sklearn.model_selection import GroupKFold
 
 from judge.errors import InputError
-from judge.metrics import agreement
+from judge.metrics import MIN_GROUPS, agreement
 from judge.model import Judge, floored_log, seen_in_training, softmax
 from judge.records import Record, file_sha256, sources_of
 from judge.report import save_figure
@@ -204,20 +204,19 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
     """Agreement on new teacher labels, compared with the agreement measured at training time.
 
     The verdict is "within" when the new kappa's bootstrap interval overlaps the training one (or,
-    without intervals, when the new kappa is at least the training kappa), else "DEGRADED". Kappa undefined
-    (the labels and predictions all one class) gives no verdict: an InputError says so.
+    without intervals, when the new kappa is at least the training kappa), else "DEGRADED". Teacher
+    labels of one class give no verdict (kappa cannot tell a good judge there): an InputError says so.
     """
     label_indices(records, judge.classes_)
     source = sources_of(records)
     refuse_training_rows(judge, records, "its agreement there says nothing of new data", source)
+    taught = sorted({r.label for r in records})
+    if len(taught) < 2:  # kappa is then 0 or undefined whatever the judge says: within or DEGRADED would be made up
+        raise InputError(f"all {len(records)} teacher labels are {taught[0]!r}, so kappa cannot measure agreement on "
+                         "them: a drift check needs teacher labels of at least two classes", path=source)
     predicted = [p.label for p in judge.predict(records)]
     new = agreement([r.label for r in records], predicted, judge.classes_, groups=[r.prompt_group for r in records],
                     safe_labels=judge.scheme.safe_labels, n_boot=n_boot, seed=seed)
-    if np.isnan(new["kappa"]):  # no verdict either way: within or DEGRADED would both be made up
-        seen = sorted({r.label for r in records} | set(predicted))
-        raise InputError(f"kappa is undefined on {len(records)} teacher labels (the teacher and the judge only say "
-                         f"{', '.join(map(repr, seen))}): a drift check needs more labels, of at least two classes",
-                         path=source)
     trained = (judge.meta.get("metrics") or {}).get("test") or {}
     if trained.get("kappa") is None:
         verdict = "unknown"
@@ -225,7 +224,7 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
         verdict = "within" if new["kappa_ci"][1] >= trained["kappa_ci"][0] else "DEGRADED"
     else:
         verdict = "within" if new["kappa"] >= trained["kappa"] else "DEGRADED"
-    return {"n": new["n"], "kappa": new["kappa"], "kappa_ci": new["kappa_ci"], "accuracy": new["accuracy"],
+    return {"n": new["n"], "groups": new["groups"], "kappa": new["kappa"], "kappa_ci": new["kappa_ci"], "accuracy": new["accuracy"],
             "training": {"kappa": trained.get("kappa"), "kappa_ci": trained.get("kappa_ci"), "n": trained.get("n")},
             "verdict": verdict, "agreement": new}
 
@@ -234,6 +233,8 @@ def format_drift(result: dict) -> str:
     """One plain sentence a user can act on."""
     def kappa(block):
         ci = block.get("kappa_ci")
+        if ci is None and block.get("groups", MIN_GROUPS) < MIN_GROUPS:
+            return f"{block['kappa']:.3f} (no interval: {block['groups']} prompt groups)"
         return f"{block['kappa']:.3f}" + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
     if result["verdict"] == "unknown":
         return f"kappa on {result['n']} new teacher labels: {kappa(result)}; the artifact has no training-time kappa to compare"

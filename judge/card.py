@@ -187,6 +187,8 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
         def worst(e):
             if e.get("worst_model") is None:
                 return "-"
+            if e.get("worst_error_ci") is None:
+                return f"{100 * e['worst_error']:+.1f} (no interval: too few prompt groups), {e['worst_model']}"
             low, high = e["worst_error_ci"]
             return f"{100 * e['worst_error']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {e['worst_model']}"
 
@@ -305,8 +307,10 @@ def format_info(info: dict) -> str:
              f"teacher     {', '.join(teacher.get('models') or teacher.get('labelers') or ['not recorded'])}",
              f"trained on  {info['trained_on']} of {info['labelled']} labelled rows"]
     if agreement:
-        low, high = agreement["kappa_ci"]
-        lines.append(f"agreement   kappa {agreement['kappa']:.3f} [95% CI {low:.3f}, {high:.3f}] on {agreement['n']} rows"
+        ci = agreement["kappa_ci"]
+        lines.append(f"agreement   kappa {agreement['kappa']:.3f} "
+                     + (f"[95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no interval: too few prompt groups)")
+                     + f" on {agreement['n']} rows"
                      + (f": {agreement['method']}" if agreement.get("method") else ""))
     lines.append(calibration_line(calibration))
     lines += [f"missing     {m}" for m in info["missing"]]

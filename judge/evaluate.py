@@ -64,8 +64,8 @@ def benchmark_view(records: Sequence[Record], predicted: Sequence[str], scheme: 
         s = rates([predicted[i] for i in members], scheme.classes, scheme.rate_labels,
                   None if probs is None else probs[members])
         error, error_ci = boot["errors"][key]
-        rows[key] = {"n": t["n"], "teacher": t, "student": s, "error": error, "error_ci": error_ci,
-                     "abs_error": abs(error)}
+        rows[key] = {"n": t["n"], "groups": len({records[i].prompt_group for i in members}), "teacher": t,
+                     "student": s, "error": error, "error_ci": error_ci, "abs_error": abs(error)}
     tau = boot["kendall_tau"]
     return {**empty, "rows": rows, "student_rate": _estimated_by(probs),
             "kendall_tau": None if tau is None else tau[0], "kendall_tau_ci": None if tau is None else tau[1],

@@ -59,6 +59,9 @@ def kappa_from_confusion(cm: np.ndarray, weights: str | None = None) -> float:
     return round(float(1.0 - (w * cm).sum() / denom), 12)
 
 
+MIN_GROUPS = 5  # fewer prompt groups, and a group bootstrap has a handful of distinct draws: no interval is given
+
+
 def _group_ids(groups: Sequence | None, n: int) -> np.ndarray:
     """Each row's group as an integer 0..n_groups-1 (every row its own group without `groups`)."""
     _, ids = np.unique(np.asarray(groups if groups is not None else range(n), dtype=object).astype(str),
@@ -161,11 +164,12 @@ def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], stude
     One prompt's answers from several models share a group, so each resample draws whole prompts and
     rescores every model on the same draw, as a benchmark rerun on other prompts would. `teacher_in` and
     `student_in` say whether each row's label counts toward the rate (e.g. is safe). `ranking=False`
-    skips Kendall's tau, nearly all of the cost (one scipy call per resample).
+    skips Kendall's tau, nearly all of the cost (one scipy call per resample). A model seen in fewer
+    than `MIN_GROUPS` prompt groups gets no interval (None), and with fewer groups in all there is no tau.
 
     >>> out = bootstrap_rate_errors(["a", "a", "b", "b"], [1, 0, 1, 1], [1, 1, 1, 1], ["p", "q", "p", "q"])
-    >>> out["errors"]["a"][0], out["errors"]["b"]
-    (0.5, (0.0, (0.0, 0.0)))
+    >>> out["errors"]["a"][0], out["errors"]["b"]  # two prompt groups: too few for an interval
+    (0.5, (0.0, None))
     """
     names, key_ids = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
     group_ids = _group_ids(groups, len(keys))
@@ -179,10 +183,11 @@ def bootstrap_rate_errors(keys: Sequence[str], teacher_in: Sequence[bool], stude
         teacher_rates, student_rates = (counts @ teacher) / (counts @ rows), (counts @ student) / (counts @ rows)
     point_teacher, point_student = teacher.sum(0) / rows.sum(0), student.sum(0) / rows.sum(0)
     errors = {str(name): (float(point_student[j] - point_teacher[j]),
-                          _percentile_interval(student_rates[:, j] - teacher_rates[:, j], level))
+                          _percentile_interval(student_rates[:, j] - teacher_rates[:, j], level)
+                          if (rows[:, j] > 0).sum() >= MIN_GROUPS else None)
               for j, name in enumerate(names)}
     tau = None
-    if ranking and len(names) >= 3:
+    if ranking and len(names) >= 3 and shape[0] >= MIN_GROUPS:
         with warnings.catch_warnings():  # a resample where every model has the same rate: tau is nan, dropped
             warnings.simplefilter("ignore")
             point = kendalltau(point_teacher, point_student).statistic
@@ -198,14 +203,17 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
     """Every agreement number for one set of paired labels (teacher = y_true, student = y_pred).
 
     Returns kappa, quadratic-weighted kappa on the scheme's ordered classes and accuracy, each with a
-    group-bootstrap 95% interval (one set of resampled prompt groups for all); macro-F1, per-class
+    group-bootstrap 95% interval (one set of resampled prompt groups for all; None below `MIN_GROUPS`
+    groups, whose count is `groups`); macro-F1, per-class
     precision / recall / F1, the confusion matrix (rows = teacher, columns = student) in counts and
     row-normalized and, given `safe_labels`, the binary safe / unsafe view with its intervals.
     """
     classes = list(classes)
     cm = confusion_matrix(y_true, y_pred, labels=classes)
     n = int(cm.sum())
-    draws = resampled_confusions(y_true, y_pred, classes, groups, n_boot=n_boot, seed=seed) if n_boot and n else None
+    n_groups = int(_group_ids(groups, n).max()) + 1 if n else 0
+    draws = (resampled_confusions(y_true, y_pred, classes, groups, n_boot=n_boot, seed=seed)
+             if n_boot and n_groups >= MIN_GROUPS else None)
 
     def interval(stat, cms=draws):
         return None if cms is None else _percentile_interval(np.array([stat(c) for c in cms]), 0.95)
@@ -216,6 +224,7 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
     ordinal = len(classes) > 2
     result = {
         "n": n,
+        "groups": n_groups,
         "kappa": kappa_from_confusion(cm),
         "kappa_ci": interval(kappa_from_confusion),
         "weighted_kappa": kappa_from_confusion(cm, "quadratic") if ordinal else None,

@@ -11,7 +11,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from judge.metrics import is_nan
+from judge.metrics import MIN_GROUPS, is_nan
 
 
 def _pct(value: float | None) -> str:
@@ -116,7 +116,13 @@ def _with_ci(figures: dict, name: str, *, said: str = "95% CI ") -> str:
     """`0.863 [95% CI 0.783, 0.937]`, a figure with its interval where one was computed (`said=""` in a
     table whose header names the interval)."""
     ci = figures.get(f"{name}_ci")
+    if ci is None and figures.get("groups", MIN_GROUPS) < MIN_GROUPS:
+        return _num(figures[name]) + f" [no interval: {_count(figures['groups'], 'prompt group')}]"
     return _num(figures[name]) + (f" [{said}{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _kappa_cell(group: dict) -> str:
@@ -136,7 +142,8 @@ def benchmark_table(view: dict) -> tuple[list[str], list[list[str]]]:
                  for k, v in view["rows"].items()])
     return ([view["field"], "n", f"teacher {name}", f"student {name}", "student - teacher", "95% CI"],
             [[k, str(v["n"]), _pct(v["teacher"]["rate"]), _pct(v["student"]["rate"]), _points(v["error"]),
-              f"[{_points(v['error_ci'][0])}, {_points(v['error_ci'][1])}]"] for k, v in view["rows"].items()])
+              f"[{_points(v['error_ci'][0])}, {_points(v['error_ci'][1])}]" if v["error_ci"]
+              else f"none: {_count(v['groups'], 'prompt group')}"] for k, v in view["rows"].items()])
 
 
 def _points(value: float | None) -> str:

@@ -117,6 +117,32 @@ def test_per_model_rate_error_interval_resamples_whole_prompts_and_covers_a_know
     assert benchmark_table(old)[0][-1] == "abs error"  # a report written before the intervals still renders
 
 
+def test_too_few_prompt_groups_give_no_interval_and_say_so():
+    """One prompt's answers resample to themselves: a zero-width 95% CI would be printed as if it meant something."""
+    from judge.evaluate import evaluate
+    from judge.metrics import MIN_GROUPS
+    from judge.report import render_report
+    from judge.schemes import load_scheme
+
+    scheme = load_scheme("mmsafetybench")
+    rng = np.random.default_rng(0)
+    labels = list(rng.choice(["safe", "unsafe"], 60))
+    predicted = [y if rng.random() < 0.8 else {"safe": "unsafe", "unsafe": "safe"}[y] for y in labels]
+    for n_groups in (1, MIN_GROUPS - 1, MIN_GROUPS):  # model a answers the even rows: 1, 2 and 5 prompt groups
+        records = [Record(id=str(i), question="q", response="r", label=y, model="ab"[i % 2], group=f"p{i % n_groups}")
+                   for i, y in enumerate(labels)]
+        report = evaluate(records, predicted, scheme)
+        overall, row = report["overall"], report["benchmark_view"]["rows"]["a"]
+        assert overall["groups"] == n_groups and row["groups"] == {1: 1, MIN_GROUPS - 1: 2, MIN_GROUPS: 5}[n_groups]
+        text = render_report(report)
+        if n_groups < MIN_GROUPS:
+            assert overall["kappa_ci"] is None and overall["accuracy_ci"] is None and row["error_ci"] is None
+            assert f"kappa={overall['kappa']:.3f} [no interval: {n_groups} prompt group" in text
+            assert f"none: {row['groups']} prompt group" in text
+        else:
+            assert overall["kappa_ci"][0] < overall["kappa_ci"][1] and "no interval" not in text
+
+
 def test_rates_from_a_calibrated_students_probabilities_are_unbiased_where_its_top_labels_are_not():
     """Model `b`'s answers are borderline: the teacher calls 20-45% of them unsafe, each with the chance the
     student gives it. Every top label is `safe`, so counting labels reads b's attack success rate as 0;

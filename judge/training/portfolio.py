@@ -842,14 +842,14 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     def rate(result: Result, on: np.ndarray) -> None:
         labels, groups = truth(on)
         report = agreement(labels, top_labels(result.probs[on], classes), classes, groups=groups, seed=config.seed)
-        result.kappa, result.kappa_ci = round(report["kappa"], 4), tuple(round(x, 4) for x in report["kappa_ci"])
+        result.kappa, result.kappa_ci = round(report["kappa"], 4), rounded(report["kappa_ci"])
         worst_model_error(result, records, on, scheme, config.seed)
 
     def compare(result: Result, on: np.ndarray, against: Result) -> None:
         labels, groups = truth(on)
         delta, ci = paired_kappa_difference(labels, top_labels(result.probs[on], classes),
                                             top_labels(against.probs[on], classes), classes, groups, seed=config.seed)
-        result.delta, result.delta_ci = round(delta, 4), tuple(round(x, 4) for x in ci)
+        result.delta, result.delta_ci = round(delta, 4), rounded(ci)
 
     for r in full:
         rate(r, rows)
@@ -915,7 +915,12 @@ def worst_model_error(result: Result, records: list[Record], on: np.ndarray, sch
         return
     model, worst = max(view["rows"].items(), key=lambda item: item[1]["abs_error"])
     result.worst_model, result.worst_error = model, round(worst["error"], 4)
-    result.worst_error_ci = tuple(round(x, 4) for x in worst["error_ci"])
+    result.worst_error_ci = rounded(worst["error_ci"])
+
+
+def rounded(interval: tuple[float, float] | None) -> tuple[float, float] | None:
+    """An interval to 4 decimals for the leaderboard (None where too few prompt groups gave none)."""
+    return None if interval is None else tuple(round(x, 4) for x in interval)
 
 
 def format_leaderboard(rows: list[dict]) -> str:
