@@ -117,17 +117,35 @@ def plot_reliability(before: list[dict], after: list[dict], path: str | Path, *,
 
 def scaling_figures(logits: np.ndarray, y: np.ndarray, temperature: float, before: np.ndarray,
                     after: np.ndarray, n_bins: int = N_BINS) -> dict:
-    """The calibration block of judge.json: T, and ECE, Brier and NLL before scaling (`before`, the
-    softmax of `logits`) and after (`after`)."""
+    """The calibration block of judge.json: T, and ECE, Brier and NLL before scaling (`before`) and
+    after (`after`), both probabilities of the same rows."""
     return {"temperature": temperature,
             "ece_before": expected_calibration_error(before, y, n_bins),
             "ece_after": expected_calibration_error(after, y, n_bins),
             "brier_before": brier_score(before, y),
             "brier_after": brier_score(after, y),
-            "nll_before": nll(logits, y),
+            "nll_before": float(-floored_log(before[np.arange(len(y)), y]).mean()),
             "nll_after": float(-floored_log(after[np.arange(len(y)), y]).mean()),
             "n": int(len(y)),
             "bins": n_bins}
+
+
+def cross_fitted(logits: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int = 0) -> tuple[np.ndarray, int] | None:
+    """(softmax of each group's logits under a temperature fitted on the other groups, the number of folds),
+    or None for a single prompt group: how a temperature does on rows that did not fit it."""
+    k = min(CROSS_FIT_FOLDS, len(set(groups)))
+    if k < 2:
+        return None
+    out = np.zeros_like(logits, dtype=float)
+    for fit, held in GroupKFold(k, shuffle=True, random_state=seed).split(logits, y, groups):
+        out[held] = softmax(logits[held], fit_temperature(logits[fit], y[fit]))
+    return out, k
+
+
+def at_bound(logits: np.ndarray, y: np.ndarray, temperature: float) -> bool:
+    """Whether the labels fit T no better than an edge of its search range (within a millionth of a nat):
+    they barely constrain it, as when the judge is never wrong and ever smaller T look as good."""
+    return any(nll(logits, y, bound) - nll(logits, y, temperature) < 1e-6 for bound in T_BOUNDS)
 
 
 def refuse_training_rows(judge: Judge, records: Sequence[Record], why: str, source) -> None:
@@ -139,23 +157,34 @@ def refuse_training_rows(judge: Judge, records: Sequence[Record], why: str, sour
 
 
 def calibrate(judge: Judge, records: Sequence[Record], *, logits: np.ndarray | None = None,
-              source: str | Path | None = None, png: str | Path | None = None, n_bins: int = N_BINS) -> dict:
-    """Fit the temperature on teacher-labelled `records` and set ``judge.meta["calibration"]``.
+              source: str | Path | None = None, png: str | Path | None = None, n_bins: int = N_BINS,
+              seed: int = 0) -> dict:
+    """Fit the temperature on teacher-labelled `records` and, if it helps, set ``judge.meta["calibration"]``.
 
-    Returns ECE and Brier before and after (plus the reliability bins); call ``judge.save_meta()``
-    to keep the result in the artifact.
+    "Before" is the judge as it is (its current temperature); "after" is cross-fitted over prompt
+    groups, each group rescaled by a temperature fitted on the others, so no figure is measured on the
+    rows that fitted it. The temperature fitted on every row replaces the judge's only if that lowers
+    the cross-fitted log loss (on few or easy labels the fit is noise, or runs to its bound). Returns
+    the figures, ``applied`` and the reliability bins; call ``judge.save_meta()`` to keep the result.
     """
     y = label_indices(records, judge.classes_)
-    if len(y) < 2:
-        raise InputError("calibration needs at least two teacher-labelled records", path=source)
     refuse_training_rows(judge, records, "a temperature fitted on them comes out too sharp", source)
+    groups = [r.prompt_group for r in records]
     logits = judge.logits(records) if logits is None else np.asarray(logits)
-    temperature = fit_temperature(logits, y)
-    before, after = softmax(logits, 1.0), softmax(logits, temperature)
-    result = {**scaling_figures(logits, y, temperature, before, after, n_bins), "fitted_on": "held-apart",
+    crossed = cross_fitted(logits, y, groups, seed)
+    if crossed is None:
+        raise InputError(f"calibration needs teacher labels from at least two prompt groups (these {len(y)} are one): "
+                         "the fitted temperature is checked on groups that did not fit it", path=source)
+    after, folds = crossed
+    current, temperature = judge.temperature, fit_temperature(logits, y)
+    before = softmax(logits, current)
+    figures = scaling_figures(logits, y, temperature, before, after, n_bins)
+    result = {**figures, "fitted_on": "held-apart", "cross_fit_folds": folds, "temperature_before": current,
+              "applied": figures["nll_after"] < figures["nll_before"], "at_bound": at_bound(logits, y, temperature),
               "source": str(source) if source else None,
               "source_sha256": file_sha256(source) if source and Path(source).is_file() else None}
-    judge.meta["calibration"] = result
+    if result["applied"]:
+        judge.meta["calibration"] = result
     reliability = {"before": reliability_bins(before, y, n_bins), "after": reliability_bins(after, y, n_bins)}
     if png:
         plot_reliability(reliability["before"], reliability["after"], png, n_bins=n_bins)
@@ -174,19 +203,16 @@ def calibrate_out_of_fold(probs: np.ndarray, records: Sequence[Record], classes:
     more than it corrects) the block says so, the judge keeps T = 1 and `probs` come back unchanged.
     """
     y = label_indices(records, classes)
-    groups = [r.prompt_group for r in records]
-    k = min(CROSS_FIT_FOLDS, len(set(groups)))
-    if k < 2:
-        return probs, None
     logits = floored_log(probs)
-    cross_fitted = np.zeros_like(logits)
-    for fit, held in GroupKFold(k, shuffle=True, random_state=seed).split(logits, y, groups):
-        cross_fitted[held] = softmax(logits[held], fit_temperature(logits[fit], y[fit]))
-    figures = scaling_figures(logits, y, fit_temperature(logits, y), softmax(logits, 1.0), cross_fitted, n_bins)
+    crossed = cross_fitted(logits, y, [r.prompt_group for r in records], seed)
+    if crossed is None:
+        return probs, None
+    after, k = crossed
+    figures = scaling_figures(logits, y, fit_temperature(logits, y), softmax(logits, 1.0), after, n_bins)
     block = {**figures, "fitted_on": OUT_OF_FOLD, "cross_fit_folds": k, "source": None,
              "applied": figures["nll_after"] < figures["nll_before"]}
     if block["applied"]:
-        return cross_fitted, block
+        return after, block
     return probs, {**block, "temperature": 1.0, "fitted_temperature": figures["temperature"]}
 
 
@@ -252,7 +278,14 @@ def format_calibration(result: dict) -> str:
                   f"out-of-fold predictions; after it, cross-fitted over prompt groups ({result['cross_fit_folds']} folds), "
                   f"log loss {result['nll_before']:.4f} -> {result['nll_after']:.4f}: "
                   + ("applied" if result["applied"] else "no gain, not applied (the judge keeps T = 1)"))
-    else:
+    elif "cross_fit_folds" in result:
+        fitted = (f"temperature {result['temperature']:.3f} fitted on {result['n']} teacher labels"
+                  + (" (at the edge of its search range: these labels barely constrain it)" if result["at_bound"] else "")
+                  + f"; before: the judge as it was (T = {result['temperature_before']:.3f}); after: cross-fitted over "
+                  f"prompt groups ({result['cross_fit_folds']} folds), log loss {result['nll_before']:.4f} -> "
+                  f"{result['nll_after']:.4f}: " + ("applied" if result["applied"] else
+                                                   f"no gain, not applied (the judge keeps T = {result['temperature_before']:.3f})"))
+    else:  # a block written before the figures were cross-fitted
         fitted = f"temperature {result['temperature']:.3f} fitted on {result['n']} teacher labels"
     return (f"{fitted}\n"
             f"expected calibration error ({result['bins']} bins): {result['ece_before']:.4f} -> {result['ece_after']:.4f}\n"

@@ -247,10 +247,14 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
         out += [f"Temperature scaling fitted on {calibration['n']} teacher-labelled responses kept apart from training"
                 + (f" (`{calibration['source']}`" + (f", SHA-256 `{calibration['source_sha256'][:16]}…`" if calibration.get("source_sha256") else "") + ")"
                    if calibration.get("source") else "") + f": T = {calibration['temperature']:.3f}."
+
                 + (f" It replaces the T = {fitted_temperature(distilled):.3f} `judge distill` "
                    f"fitted on its {distilled['n']} out-of-fold predictions"
                    + ("" if distilled["applied"] else " (not applied: no gain across prompt groups)") + "."
-                   if distilled else "") + "\n",
+                   if distilled else "")
+                + (f" Before is the judge as it was (T = {calibration['temperature_before']:.3f}); after is cross-fitted over "
+                   f"prompt groups ({calibration['cross_fit_folds']} folds), so no figure is measured on the rows that fitted it."
+                   if "cross_fit_folds" in calibration else "") + "\n",
                 calibration_table(calibration)]
     else:
         out.append(f"Not calibrated: run `judge calibrate --judge {where} CALIB.jsonl` on teacher labels kept apart from training.\n")

@@ -394,7 +394,8 @@ def calibrate(
     except InputError as exc:
         raise fail(exc) from None
     judge.save_meta()
-    typer.echo(f"{format_calibration(result)}\n\n{format_plan(plan)}\n\ntemperature and threshold saved in {judge_dir}")
+    saved = "temperature and threshold" if result["applied"] else "threshold"
+    typer.echo(f"{format_calibration(result)}\n\n{format_plan(plan)}\n\n{saved} saved in {judge_dir}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from judge.cli import app
 from judge.calibrate import (brier_score, calibrate_out_of_fold, expected_calibration_error, fit_temperature,
                              fitted_temperature, nll)
 from judge.card import render_card
+from judge.errors import InputError
 from judge.escalate import choose_threshold, cost_summary, escalation_curve, stored_threshold
 from judge.metrics import agreement, bootstrap_kappa, kappa_from_confusion
 from judge.model import Judge, softmax
@@ -391,6 +392,46 @@ def judge_copy(tiny_judge, tmp_path):
     return shutil.copytree(tiny_judge, tmp_path / "judge")
 
 
+def test_calibrate_checks_its_temperature_on_prompt_groups_that_did_not_fit_it(judge_copy):
+    """Before is the judge as it is, after is cross-fitted, and the temperature replaces the judge's only if it helps."""
+    from judge.calibrate import calibrate
+
+    judge = Judge.load(judge_copy)
+    classes, kept = judge.classes_, judge.meta.get("calibration")
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1.5, size=(300, 3))
+    truth = [classes[rng.choice(3, p=row)] for row in softmax(base)]
+    records = [Record(id=f"cal{i}", response="r", label=truth[i], group=f"g{i // 3}") for i in range(300)]
+    y = np.array([classes.index(t) for t in truth])
+
+    result = calibrate(judge, records, logits=4 * base)  # four times too sharp: T near 4 helps everywhere
+    assert result["applied"] and 3 < result["temperature"] < 5 and not result["at_bound"]
+    assert result["temperature_before"] == (kept or {}).get("temperature", 1.0)
+    assert result["ece_before"] == pytest.approx(expected_calibration_error(softmax(4 * base, result["temperature_before"]), y))
+    assert result["nll_after"] > nll(4 * base, y, result["temperature"])  # cross-fitted: worse than on the rows that fit T
+    assert judge.meta["calibration"]["temperature"] == result["temperature"]
+    assert result["nll_after"] < result["nll_before"] and result["cross_fit_folds"] == 5
+
+    judge.meta["calibration"] = kept = {"temperature": 1.0, "fitted_on": "held-apart", "n": 9}
+    refused = 0
+    for seed in range(10):  # already calibrated, few labels: the fitted T is noise that held-apart groups see
+        small = np.random.default_rng(seed).normal(0, 1.5, size=(30, 3))
+        labels = [classes[np.random.default_rng(seed + 50).choice(3, p=row)] for row in softmax(small)]
+        rows = [Record(id=f"few{seed}-{i}", response="r", label=labels[i], group=f"g{i // 3}") for i in range(30)]
+        result = calibrate(judge, rows, logits=small)
+        assert result["applied"] == (result["nll_after"] < result["nll_before"])
+        if not result["applied"]:
+            refused += 1
+            assert judge.meta["calibration"] is kept
+        judge.meta["calibration"] = kept
+    assert refused > 0
+
+    never_wrong = 6 * np.eye(3)[y]  # a judge always right and sure: T runs to the edge of its range, and says so
+    assert calibrate(judge, records, logits=never_wrong)["at_bound"]
+    with pytest.raises(InputError, match="at least two prompt groups"):
+        calibrate(judge, [replace(r, group="one") for r in records], logits=4 * base)
+
+
 def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     distilled = json.loads((judge_copy / "judge.json").read_text())["calibration"]
     fitted = fitted_temperature(distilled)
@@ -412,7 +453,8 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     calibration = meta["calibration"]
     assert {"temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n", "source_sha256"} <= set(calibration)
     assert calibration["n"] == 60 and calibration["temperature"] > 0 and calibration["fitted_on"] == "held-apart"
-    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 is among the candidates
+    assert calibration["applied"] and calibration["nll_after"] < calibration["nll_before"]
+    assert f"after: cross-fitted over prompt groups ({calibration['cross_fit_folds']} folds)" in result.output
     assert (judge_copy / "reliability.png").stat().st_size > 1000
     assert Judge.load(judge_copy).temperature == calibration["temperature"]
     escalation = meta["escalation"]
