@@ -64,11 +64,14 @@ def headline(report: dict) -> dict:
     return {"kappa": o["kappa"], "kappa_ci": o["kappa_ci"], "n": o["n"], "method": report["method"]}
 
 
-def cv_method(winner, folds: int) -> str:
-    if winner.design == f"{folds}-fold":
-        return f"grouped {folds}-fold cross-validation, out-of-fold predictions, 95% group-bootstrap interval"
-    return (f"out-of-fold predictions on {winner.design.replace('folds', 'grouped folds')} (all the design afforded), "
-            "95% group-bootstrap interval")
+def cv_method(winner, folds: int, candidates: int) -> str:
+    """How the reported agreement was estimated, including the choice it is not corrected for: every
+    candidate chose its settings, and the winner was chosen, on the very rows the figure is read from."""
+    chosen = (f"the best of {candidates} candidates, each with its settings chosen on the same rows"
+              if candidates > 1 else "settings chosen on the same rows")
+    design = (f"grouped {folds}-fold cross-validation, out-of-fold predictions" if winner.design == f"{folds}-fold"
+              else f"out-of-fold predictions on {winner.design.replace('folds', 'grouped folds')} (all the design afforded)")
+    return f"{design} of {chosen} (not corrected for that choice; --holdout is), 95% group-bootstrap interval"
 
 
 def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = None, *,
@@ -122,7 +125,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     oof_labels = top_labels(winner.probs[covered], dataset.scheme.classes)  # a temperature never moves the top label
     oof_probs, calibration = calibrate_out_of_fold(winner.probs[covered], oof_rows, dataset.scheme.classes,
                                                    seed=config.seed)
-    cv = {"method": cv_method(winner, portfolio.folds.k),
+    cv = {"method": cv_method(winner, portfolio.folds.k, sum(r.status == "trained" for r in portfolio.results)),
           **evaluate(oof_rows, oof_labels, dataset.scheme, probs=oof_probs, seed=config.seed)}
     if test:
         shipped_judge = Judge.load(out)
