@@ -111,6 +111,7 @@ def test_best_out_of_fold_kappa_wins_and_the_shipped_judge_is_fitted_on_every_la
     meta = json.loads((tmp_path / "run" / "judge.json").read_text())
     assert meta["data"]["trained_on"] == 90 == meta["data"]["labelled"] and meta["data"]["holdout"] == 0
     assert meta["agreement"]["method"].startswith("grouped 5-fold cross-validation, out-of-fold")
+    assert "(not corrected for that choice; --holdout is)" in meta["agreement"]["method"]  # the figure flatters the winner
     assert meta["agreement"]["kappa"] == meta["metrics"]["test"]["kappa"] == report["overall"]["kappa"]
     assert meta["student"] == "lexical" and len(meta["leaderboard"]) == 2
     assert Judge.load(tmp_path / "run").view == board["lexical"]["view"] == meta["view"]
@@ -174,7 +175,8 @@ def test_each_candidate_shows_its_worst_models_rate_error_and_nothing_without_mo
     biased, exact = _result("lexical", "lexical", labels, set(wrong)), _result("stack", "ensemble", labels, set())
     choose([biased, exact], records, scheme, TrainConfig.resolve())
     n_a = sum(r.model == "model-a" for r in records)
-    assert n_a == 75 and biased.worst_model == "model-a" and biased.worst_error == pytest.approx(-20 / 75, abs=1e-4)
+    # its temperature (cross-fitted, as distill would give it) moves some probability back: a little under 20 of 75
+    assert n_a == 75 and biased.worst_model == "model-a" and -20 / 75 < biased.worst_error < -15 / 75
     low, high = biased.worst_error_ci
     assert low < biased.worst_error < high < 0  # every resample of prompt groups sees the drop
     assert exact.worst_error == 0 and exact.worst_error_ci == (0, 0)
@@ -186,6 +188,23 @@ def test_each_candidate_shows_its_worst_models_rate_error_and_nothing_without_mo
     choose([unnamed], anonymous, scheme, TrainConfig.resolve())
     assert unnamed.worst_model is None and unnamed.worst_error is None
     assert "worst model:" not in format_leaderboard([unnamed.row()])
+
+
+def test_the_rate_guard_reads_each_candidates_rates_after_the_temperature_it_would_ship_with(tmp_path):
+    """An under-confident student, always right at 0.55 against 0.45 on the other side of the safe / unsafe line:
+    its raw mean probabilities put every model's safety rate far off, but the temperature `judge distill`
+    fits sharpens them to the truth."""
+    from judge.evaluate import benchmark_view
+
+    dataset = _dataset(tmp_path, n=300)
+    records, scheme = dataset.labelled, dataset.scheme
+    labels = [r.label for r in records]
+    timid = _result("lexical", "lexical", labels, set())
+    other_side = np.eye(3)[[2 if label != "unsafe" else 0 for label in labels]]
+    timid.probs = 0.55 * timid.probs + 0.45 * other_side
+    raw = benchmark_view(records, labels, scheme, probs=timid.probs, ranking=False)["max_abs_error"]
+    choose([timid], records, scheme, TrainConfig.resolve())
+    assert raw > 0.1 and abs(timid.worst_error) < 0.01
 
 
 def test_a_winner_whose_worst_model_is_off_yields_to_a_close_candidate_whose_rates_hold(tmp_path):
@@ -204,7 +223,7 @@ def test_a_winner_whose_worst_model_is_off_yields_to_a_close_candidate_whose_rat
         return winner, results
 
     winner, (lexical, stack) = run(22)  # 2 rows behind: a kappa tie, and lexical would win it on cost
-    assert lexical.kappa > stack.kappa and lexical.worst_error_ci[1] < 0 and stack.worst_error == 0
+    assert lexical.kappa > stack.kappa and lexical.worst_error_ci[1] < 0 and abs(stack.worst_error) < 0.01
     assert winner is stack and stack.chosen_over == "lexical" and lexical.chosen_over is None
     assert "chosen over lexical (rate guard)" in stack.note and "model-a" in stack.note
     assert run(22, rate_guard=False)[0].candidate == "lexical"

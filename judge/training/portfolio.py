@@ -54,6 +54,7 @@ import numpy as np
 
 from judge import __version__
 from judge.backbones import PRESETS, missing_backbone
+from judge.calibrate import calibrate_out_of_fold
 from judge.errors import InputError
 from judge.evaluate import benchmark_view
 from judge.metrics import agreement, paired_kappa_difference, top_labels
@@ -905,12 +906,14 @@ def scoring_passes(result: Result) -> int:
 
 
 def worst_model_error(result: Result, records: list[Record], on: np.ndarray, scheme: Scheme, seed: int) -> None:
-    """Set the result's worst response model on rows `on`: the row of `judge eval`'s benchmark view (the
-    student's rate being its mean out-of-fold probability) with the largest |student - teacher|, and its
-    paired group-bootstrap interval. Left unset unless those rows name two or more models."""
-    probs = result.probs[on]
-    view = benchmark_view([records[i] for i in on], top_labels(probs, scheme.classes), scheme, probs=probs, seed=seed,
-                          ranking=False)
+    """Set the result's worst response model on rows `on`: the row of `judge eval`'s benchmark view with the
+    largest |student - teacher|, and its paired group-bootstrap interval. The student's rate is its mean
+    out-of-fold probability after the temperature `judge distill` would give it (cross-fitted, as in its
+    report), so the rate guard judges the rates the shipped judge would print. Left unset unless those
+    rows name two or more models."""
+    subset = [records[i] for i in on]
+    probs, _ = calibrate_out_of_fold(result.probs[on], subset, scheme.classes, seed=seed)
+    view = benchmark_view(subset, top_labels(probs, scheme.classes), scheme, probs=probs, seed=seed, ranking=False)
     if len(view["rows"]) < 2:
         return
     model, worst = max(view["rows"].items(), key=lambda item: item[1]["abs_error"])
