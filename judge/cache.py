@@ -5,6 +5,9 @@ hash, rendered request, image bytes hash), so a rerun after any crash sends only
 Failed calls are not stored (a rerun retries them); refusals and unparseable replies are, since
 they were paid for. The API key is never part of a row. Migrations follow simonw/llm: named
 functions appended to `MIGRATIONS`, applied once each and recorded in `_migrations`.
+
+One run sends at a time: a run with requests to send holds `Cache.claim`'s lock, so two runs on one
+cache cannot both pay for the same missing rows (each read the cache before the other stored).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class Cache:
             raise InputError("is a folder, not a teacher cache file (SQLite)", path=self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)  # one user at a time
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise InputError(f"cannot open the teacher cache: {exc}", path=self.path) from None
         try:
@@ -75,6 +78,28 @@ class Cache:
         except sqlite3.Error as exc:  # not an SQLite file, another program's database, a place it cannot write
             self.db.close()
             raise InputError(f"not a usable teacher cache (SQLite): {exc}", path=self.path) from None
+        self.lock = None
+
+    def claim(self) -> None:
+        """Become the one run that sends through this cache until `close` (a lock on PATH.lock beside it).
+
+        Reading needs no claim; sending does, or two runs each pay for every row neither has stored yet.
+        """
+        try:
+            import fcntl
+        except ImportError:  # Windows has no flock: runs there are not kept apart
+            return
+        try:
+            lock = open(self.path.with_name(self.path.name + ".lock"), "a")
+        except OSError as exc:
+            raise InputError(f"cannot open the cache's lock file: {exc}", path=self.path) from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise InputError("another judge run is sending teacher requests through this cache; "
+                             "wait for it to finish, or give this run its own --cache", path=self.path) from None
+        self.lock = lock
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         keys = list(dict.fromkeys(keys))
@@ -114,3 +139,6 @@ class Cache:
 
     def close(self) -> None:
         self.db.close()
+        if self.lock is not None:
+            self.lock.close()  # releases the claim
+            self.lock = None

@@ -394,6 +394,9 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
     cache = Cache(cache_path)
     try:
         before = cache.get_many(jobs)
+        if len(before) < len(jobs):  # requests to send: only one run may send through a cache at a time
+            cache.claim()
+            before = cache.get_many(jobs)  # what a run that just let go of the cache stored meanwhile
         pending = [job for key, job in jobs.items() if key not in before]
         cached_records = sum(len(job.record_ids) for key, job in jobs.items() if key in before)
         tally = _Tally(teacher, len(records), cached_records, progress)

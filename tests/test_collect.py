@@ -317,6 +317,33 @@ def test_ctrl_c_mid_run_stores_the_calls_in_flight_so_none_is_paid_twice(tmp_pat
         assert sum(server.sent(200).values()) == n  # the rerun sent only the rest: no call paid twice
 
 
+def test_a_second_run_on_a_cache_in_use_stops_at_once_and_pays_nothing(tmp_path):
+    """Each run read the cache once at the start, so two runs on one cache each paid for every row."""
+    n = 40
+    path = write_jsonl(tmp_path / "in.jsonl", rows(n))
+    cache = tmp_path / "c.sqlite"
+    with ScriptedOpenAI(delay=0.2) as server:
+        def command(out):
+            return [sys.executable, str(ROOT / "cli.py"), "collect", str(path), "-o", str(tmp_path / out), "--teacher",
+                    "gpt-4o", "--base-url", server.url, "--concurrency", "4", "--cache", str(cache)]
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
+        first = subprocess.Popen(command("a.jsonl"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, "the first run ended before the second started"
+        second = subprocess.run(command("b.jsonl"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert second.returncode == 1 and errors == [
+            f"error: {cache}: another judge run is sending teacher requests through this cache; "
+            "wait for it to finish, or give this run its own --cache"], second.stdout + second.stderr
+        assert "Traceback" not in second.stderr and not (tmp_path / "b.jsonl").exists()
+        assert first.wait(timeout=60) == 0
+        assert server.counts["chat"] == n and set(server.sent(200).values()) == {1}  # every row paid once
+        subprocess.run(command("b.jsonl"), cwd=ROOT, env=env, check=True, capture_output=True)  # the claim was let go
+        assert server.counts["chat"] == n
+
+
 @pytest.mark.slow
 def test_distill_with_a_teacher_labels_the_unlabelled_rows_first(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default cache lands in ./data_cache
