@@ -197,6 +197,8 @@ def collect(
     write_jsonl(output, labelled_rows(records, result, drawn))
     typer.echo(format_stats(result.stats))
     typer.echo(f"wrote {len(records)} rows to {output}", err=True)
+    if result.stats["teacher_error"]:
+        raise fail(InputError(f"the teacher endpoint refused the run: {result.stats['teacher_error']}"))
     if result.stats["stopped"] == "interrupted":
         raise typer.Exit(code=130)
 

@@ -7,7 +7,8 @@
 Online requests run concurrently through the async OpenAI client (its retries honour Retry-After);
 ``TeacherConfig.batch`` goes through the Batch API instead, and an interrupted batch is picked up
 again from the cache on the next run. A refusal, an unparseable reply or a failed call becomes that
-record's status; it never stops the run.
+record's status; only an error that every request would meet (bad key, no access, unknown model,
+no quota) stops the run, keeping what was answered.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from judge.errors import InputError
 from judge.records import FIELD_ALIASES, Dataset, Record, file_sha256, sources_of
 from judge.schemes import Scheme
 from judge.teacher import (BUILTIN_RUBRICS, REPLY_TOKENS, Rubric, cost_of, data_url, estimate_tokens, find_image,
-                           load_rubric, make_client, parse_reply, price_of, request_body)
+                           load_rubric, make_client, parse_reply, permanent_error, price_of, request_body)
 from judge.textio import check_writable
 
 DEFAULT_CACHE = "data_cache/teacher.sqlite"
@@ -176,6 +177,7 @@ class _Tally:
         self.spent = self.reserved = 0.0
         self.errors: dict[str, str] = {}
         self.stopped: str | None = None
+        self.fatal: str | None = None  # the server's reason, when an error every request would meet stopped the run
         self.batches: list[dict] = []
         self.settled = asyncio.Condition()
         self.bar = tqdm(total=total, initial=done, disable=not progress, unit="label", desc="collect")
@@ -203,6 +205,12 @@ class _Tally:
             self.reserved += estimate
             self.flying += 1
             return True
+
+    async def stop(self, why: str) -> None:
+        """Send nothing more: the requests waiting to be admitted are woken and stand down."""
+        self.stopped = self.stopped or why
+        async with self.settled:
+            self.settled.notify_all()
 
     async def release(self, estimate: float) -> None:
         async with self.settled:
@@ -251,6 +259,10 @@ async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, ru
                 completion = await client.chat.completions.create(**job.send_body())
             except (openai.OpenAIError, OSError) as exc:
                 tally.record(cache, job, rubric, error=f"{type(exc).__name__}: {exc}")
+                reason = permanent_error(exc)
+                if reason:
+                    tally.fatal = tally.fatal or reason
+                    await tally.stop("teacher_error")
             else:
                 tally.record(cache, job, rubric, parse_reply(completion.model_dump(mode="json"), scheme))
             finally:
@@ -267,17 +279,13 @@ async def _finish_in_flight_on_ctrl_c(tally: _Tally):
     a second one aborts. Only where Python takes signals: the main thread of a POSIX process."""
     loop = asyncio.get_running_loop()
 
-    async def stop() -> None:
-        async with tally.settled:  # wake the requests waiting to be admitted: they now stand down
-            tally.settled.notify_all()
-
     def interrupted() -> None:
         if tally.stopped == "interrupted":
             raise KeyboardInterrupt
         tally.stopped = "interrupted"
         tally.bar.write(f"interrupted: finishing the {tally.flying} requests in flight; Ctrl-C again to abort",
                         file=sys.stderr)
-        loop.create_task(stop())
+        loop.create_task(tally.stop("interrupted"))
 
     try:
         loop.add_signal_handler(signal.SIGINT, interrupted)
@@ -326,6 +334,8 @@ async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rub
         except openai.OpenAIError as exc:
             for job in rest:
                 tally.record(cache, job, rubric, error=f"batch submission failed: {type(exc).__name__}: {exc}")
+            tally.fatal = permanent_error(exc)
+            tally.stopped = tally.stopped or ("teacher_error" if tally.fatal else None)
             return
         cache.add_batch(created.id, upload.id, teacher.model, [job.key for job in rest], created.status)
         tally.sent, tally.reserved = tally.sent + len(rest), 0.0
@@ -426,7 +436,8 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
     stats = {"records": len(records), "requests": len(jobs), "cached": cached_records, "sent": tally.sent,
              "labelled": status["ok"], "failed": len(labels) - status["ok"], "unsent": len(records) - len(labels),
              "spent": tally.spent, "status": {s: status[s] for s in STATUSES if status[s]},
-             "stopped": tally.stopped, "batches": tally.batches, "rubric_sha256": rubric.sha256}
+             "stopped": tally.stopped, "teacher_error": tally.fatal, "batches": tally.batches,
+             "rubric_sha256": rubric.sha256}
     return CollectResult(labels, stats)
 
 
@@ -630,6 +641,9 @@ def format_stats(stats: dict) -> str:
              f"{stats['sent']} requests sent, {stats['cached']} records from the cache, spent ${stats['spent']:.4f}"]
     if stats["stopped"] == "max_cost":
         lines.append("stopped at the --max-cost budget; rerun with a higher budget to continue (nothing is paid twice)")
+    elif stats["stopped"] == "teacher_error":
+        lines.append("stopped at an error every request would meet; what was answered is stored, "
+                     "so a rerun after the fix pays for none of it again")
     elif stats["stopped"] == "interrupted":
         lines.append("interrupted: the requests in flight were stored; rerun to continue (nothing is paid twice)")
     lines += [f"batch {b['id']}: {b['status']}" + ("" if b["status"] in BATCH_DONE else " (rerun to pick it up)")

@@ -60,11 +60,38 @@ def get_key(explicit: str | None = None, env: str = "OPENAI_API_KEY", *, base_ur
 
 def make_client(*, api_key: str | None, base_url: str | None, max_retries: int, timeout: float):
     """An AsyncOpenAI client; its own retries back off exponentially and honour Retry-After."""
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     return AsyncOpenAI(api_key=get_key(api_key, base_url=base_url), base_url=base_url,
-                       max_retries=max_retries, timeout=timeout)
+                       max_retries=max_retries, timeout=timeout,
+                       http_client=DefaultAsyncHttpxClient(event_hooks={"response": [_no_retry_without_quota]}))
+
+
+async def _no_retry_without_quota(response) -> None:
+    """A 429 for an exhausted quota is no rate limit: the SDK would retry it max_retries times for nothing,
+    so it is told not to (its x-should-retry header); other 429s are still retried."""
+    if response.status_code != 429:
+        return
+    await response.aread()
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):  # not a JSON object
+        return
+    if isinstance(error, dict) and error.get("code") == "insufficient_quota":
+        response.headers["x-should-retry"] = "false"
+
+
+def permanent_error(exc: Exception) -> str | None:
+    """The server's reason when ``exc`` would fail every request alike (bad key, no access, unknown
+    model, no quota), so the run should stop; None for a failure of this request only."""
+    import openai
+
+    quota = isinstance(exc, openai.RateLimitError) and exc.code == "insufficient_quota"
+    if not (quota or isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError))):
+        return None
+    message = exc.body.get("message") if isinstance(exc.body, dict) else None
+    return f"{exc.status_code} {type(exc).__name__}: {message or exc.message}"
 
 
 @dataclass(frozen=True)

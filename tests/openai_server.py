@@ -7,6 +7,8 @@ the response (the phrases in tests/tiny.py); markers in the prompt script misbeh
     #refuse#   message.refusal set            #filter#  finish_reason content_filter
     #garbage#  content that is not JSON       #429#     first attempt 429 with Retry-After: 1
     #500x2#    first two attempts 500         #slow#    1.5 s extra delay
+    #401# #403# #404# #quota#   every attempt fails as OpenAI's bad key, no access, unknown model
+                                and exhausted quota (429 insufficient_quota) do
 
 Every chat request is logged in ``requests`` with its status and the ``item-N`` tag found in the
 prompt (tests put one in each response), so a test can tell exactly what was sent twice.
@@ -32,6 +34,12 @@ from starlette.requests import ClientDisconnect
 from tests.tiny import PHRASES
 
 ALIASES = {"gpt-4o": "gpt-4o-2024-08-06"}  # the API reports the dated snapshot behind an alias
+PERMANENT = {  # errors every request meets alike, as OpenAI words them
+    "#401#": (401, "invalid_api_key", "Incorrect API key provided: sk-test***123."),
+    "#403#": (403, "unsupported_country_region_territory", "Country, region, or territory not supported"),
+    "#404#": (404, "model_not_found", "The model `gpt-4o-typo` does not exist or you do not have access to it."),
+    "#quota#": (429, "insufficient_quota", "You exceeded your current quota, please check your plan and billing details."),
+}
 
 
 def teacher_label(text: str) -> str:
@@ -67,6 +75,9 @@ class ScriptedOpenAI:
         if "#429#" in text and attempt == 1:
             return 429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, \
                 {"retry-after": "1"}
+        for marker, (status, code, message) in PERMANENT.items():
+            if marker in text:
+                return status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}, {}
         if "#500x2#" in text and attempt <= 2:
             return 500, {"error": {"message": "The server had an error", "type": "server_error"}}, {}
         schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})

@@ -425,3 +425,26 @@ def test_an_active_draw_without_per_is_refused_not_turned_into_a_plain_sample(tm
     dataset = read_records(write_jsonl(tmp_path / "scored.jsonl", synthetic_rows(20)))
     with pytest.raises(InputError, match="--draw active draws per group: add --per FIELD"):
         teacher_sample(dataset, 6, draw="active")
+
+
+@pytest.mark.parametrize("marker, reason", [
+    ("#401#", "401 AuthenticationError: Incorrect API key provided: sk-test***123."),
+    ("#403#", "403 PermissionDeniedError: Country, region, or territory not supported"),
+    ("#404#", "404 NotFoundError: The model `gpt-4o-typo` does not exist or you do not have access to it."),
+    ("#quota#", "429 RateLimitError: You exceeded your current quota, please check your plan and billing details.")])
+def test_an_error_every_request_would_meet_stops_the_run_and_keeps_the_answers(server, tmp_path, marker, reason):
+    """A bad key, no access, an unknown model or no quota failed each row in turn (the quota one retried
+    7 times a row) and the run exited 0."""
+    path = write_jsonl(tmp_path / "in.jsonl", rows(20, {i: marker for i in range(5, 20)}))
+    out, cache = tmp_path / "labels.jsonl", tmp_path / "c.sqlite"
+    from judge.cli import app
+
+    result = CliRunner().invoke(app, ["collect", str(path), "-o", str(out), "--teacher", "gpt-4o", "--base-url", server.url,
+                                      "--concurrency", "1", "--cache", str(cache)], env={"OPENAI_API_KEY": "sk-test"})
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and errors == [f"error: the teacher endpoint refused the run: {reason}"], result.output
+    assert server.counts["chat"] == 6 and server.sent(None)["item-5"] == 1  # stopped at once, not retried
+    written = [json.loads(line)["teacher_status"] for line in out.read_text().splitlines()]
+    assert written == ["ok"] * 5 + ["error"] + ["not_sent"] * 14
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (5,)
