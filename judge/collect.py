@@ -240,6 +240,7 @@ class _Tally:
 async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric, cache: Cache, tally: _Tally) -> None:
     import openai
     from aiolimiter import AsyncLimiter
+    from openai.types.chat import ChatCompletion
 
     semaphore = asyncio.Semaphore(teacher.concurrency)
     rpm = AsyncLimiter(teacher.rpm, 60) if teacher.rpm else None
@@ -264,7 +265,10 @@ async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, ru
                     tally.fatal = tally.fatal or reason
                     await tally.stop("teacher_error")
             else:
-                tally.record(cache, job, rubric, parse_reply(completion.model_dump(mode="json"), scheme))
+                if isinstance(completion, ChatCompletion):
+                    tally.record(cache, job, rubric, parse_reply(completion.model_dump(mode="json"), scheme))
+                else:  # a proxy's page passed on with status 200: no answer, so not stored and asked again on a rerun
+                    tally.record(cache, job, rubric, error=f"not a chat completion: {str(completion)[:200]!r}")
             finally:
                 await tally.release(estimate)
 

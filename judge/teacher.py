@@ -240,6 +240,8 @@ def label_probs(logprobs: dict | None, scheme: Scheme) -> dict[str, float] | Non
             for top in entry.get("top_logprobs") or [entry]:
                 label = scheme.try_parse(top["token"].strip().strip('"'))
                 if label is not None:
+                    if not top["logprob"] <= 0:  # math.exp would overflow, or make a "probability" above 1
+                        raise ValueError(f"logprob {top['logprob']!r} is not a log probability")
                     mass[label] += math.exp(top["logprob"])
             total = sum(mass.values())
             return {k: v / total for k, v in mass.items()} if total > 0 else None
@@ -260,6 +262,7 @@ def parse_reply(completion: dict, scheme: Scheme) -> Reply:
         return Reply("teacher_refused", None, None, None, content, **base, error=f"teacher refused: {reason}")
     try:
         label, explanation = parse_label_json(content or "", scheme)
-    except (ValueError, TypeError) as exc:
+        probs = label_probs(choice.get("logprobs"), scheme)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return Reply("parse_error", None, None, None, content, **base, error=f"unparseable reply: {exc}")
-    return Reply("ok", label, label_probs(choice.get("logprobs"), scheme), explanation, content, **base)
+    return Reply("ok", label, probs, explanation, content, **base)

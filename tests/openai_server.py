@@ -9,6 +9,7 @@ the response (the phrases in tests/tiny.py); markers in the prompt script misbeh
     #500x2#    first two attempts 500         #slow#    1.5 s extra delay
     #401# #403# #404# #quota#   every attempt fails as OpenAI's bad key, no access, unknown model
                                 and exhausted quota (429 insufficient_quota) do
+    #html#     status 200 with an HTML page   #badlogprob#  the label token's logprob is 5000
 
 Every chat request is logged in ``requests`` with its status and the ``item-N`` tag found in the
 prompt (tests put one in each response), so a test can tell exactly what was sent twice.
@@ -78,6 +79,8 @@ class ScriptedOpenAI:
         for marker, (status, code, message) in PERMANENT.items():
             if marker in text:
                 return status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}, {}
+        if "#html#" in text:  # a proxy's error page, passed on as 200
+            return 200, "<html><body>502 Bad Gateway</body></html>", {}
         if "#500x2#" in text and attempt <= 2:
             return 500, {"error": {"message": "The server had an error", "type": "server_error"}}, {}
         schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
@@ -100,6 +103,8 @@ class ScriptedOpenAI:
             top = [{"token": str(codes[index]), "logprob": math.log(0.8), "bytes": None, "top_logprobs": []}]
             top += [{"token": str(c), "logprob": math.log(0.2 / len(others)), "bytes": None, "top_logprobs": []} for c in others]
             rest = message["content"][len('{"label":') + len(str(codes[index])):]
+            if "#badlogprob#" in text:
+                top[0]["logprob"] = 5000.0
             logprobs = {"content": [
                 {"token": '{"label":', "logprob": 0.0, "bytes": None, "top_logprobs": []},
                 {"token": str(codes[index]), "logprob": math.log(0.8), "bytes": None, "top_logprobs": top},
@@ -131,6 +136,8 @@ class ScriptedOpenAI:
                                   "text": body["messages"][0]["content"][0]["text"],
                                   "image": any(p["type"] == "image_url" for p in body["messages"][0]["content"])})
             self.counts["chat"] += 1
+            if isinstance(payload, str):
+                return Response(payload, status_code=status, media_type="text/html")
             return JSONResponse(payload, status_code=status, headers=headers)
 
         @app.post("/v1/files")

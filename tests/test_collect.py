@@ -448,3 +448,21 @@ def test_an_error_every_request_would_meet_stops_the_run_and_keeps_the_answers(s
     assert written == ["ok"] * 5 + ["error"] + ["not_sent"] * 14
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (5,)
+
+
+def test_a_malformed_reply_fails_its_row_only_and_the_others_are_kept(server, tmp_path):
+    """An HTML page with status 200, or a logprob past math.exp's range, crashed the run with a traceback
+    and lost the answers in flight."""
+    records = records_of(rows(12, {3: "#html#", 7: "#badlogprob#"}))
+    cache = tmp_path / "c.sqlite"
+    result = collect(records, teacher(server), scheme=VLS, cache_path=cache)
+    by_id = {label.record_id: label for label in result.labels}
+    assert by_id["r3"].status == "error" and "not a chat completion: '<html><body>502 Bad Gateway" in by_id["r3"].error
+    assert by_id["r7"].status == "parse_error" and "logprob 5000.0 is not a log probability" in by_id["r7"].error
+    assert by_id["r7"].raw.startswith('{"label":') and by_id["r7"].probs is None
+    assert all(by_id[r.id].status == "ok" for r in records if r.id not in ("r3", "r7"))
+    with sqlite3.connect(cache) as db:  # the paid, unreadable reply is kept; the HTML page is no answer
+        assert dict(db.execute("SELECT status, COUNT(*) FROM labels GROUP BY status")) == {"ok": 10, "parse_error": 1}
+    before = server.sent(None)
+    collect(records, teacher(server), scheme=VLS, cache_path=cache)
+    assert set(server.sent(None) - before) == {"item-3"}  # a rerun asks again only for the row with no answer
