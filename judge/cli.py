@@ -200,7 +200,7 @@ def collect(
     if result.stats["teacher_error"]:
         raise fail(InputError(f"the teacher endpoint refused the run: {result.stats['teacher_error']}"))
     if result.stats["stopped"] == "interrupted":
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=128 + result.stats["signal"])
 
 
 @app.command()

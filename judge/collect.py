@@ -39,6 +39,7 @@ from judge.textio import check_writable
 DEFAULT_CACHE = "data_cache/teacher.sqlite"
 STATUSES = ("ok", "teacher_refused", "parse_error", "error")
 BATCH_DONE = ("completed", "failed", "expired", "cancelled")
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @dataclass
@@ -177,6 +178,7 @@ class _Tally:
         self.spent = self.reserved = 0.0
         self.errors: dict[str, str] = {}
         self.stopped: str | None = None
+        self.signal: int | None = None  # the one that interrupted the run
         self.fatal: str | None = None  # the server's reason, when an error every request would meet stopped the run
         self.batches: list[dict] = []
         self.settled = asyncio.Condition()
@@ -273,33 +275,36 @@ async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, ru
                 await tally.release(estimate)
 
     async with make_client(api_key=teacher.api_key, base_url=teacher.base_url, max_retries=teacher.max_retries,
-                           timeout=teacher.timeout) as client, _finish_in_flight_on_ctrl_c(tally):
+                           timeout=teacher.timeout) as client, _finish_in_flight_on_signal(tally):
         await asyncio.gather(*(one(job) for job in pending))
 
 
 @asynccontextmanager
-async def _finish_in_flight_on_ctrl_c(tally: _Tally):
-    """The first Ctrl-C sends nothing more but lets the calls in flight (already paid for) land in the cache;
-    a second one aborts. Only where Python takes signals: the main thread of a POSIX process."""
+async def _finish_in_flight_on_signal(tally: _Tally):
+    """The first Ctrl-C, SIGTERM or SIGHUP sends nothing more but lets the calls in flight (already paid for) land
+    in the cache; a second signal aborts. Only where Python takes signals: the main thread of a POSIX process."""
     loop = asyncio.get_running_loop()
 
-    def interrupted() -> None:
+    def interrupted(signum: int) -> None:
         if tally.stopped == "interrupted":
             raise KeyboardInterrupt
-        tally.stopped = "interrupted"
-        tally.bar.write(f"interrupted: finishing the {tally.flying} requests in flight; Ctrl-C again to abort",
-                        file=sys.stderr)
+        tally.stopped, tally.signal = "interrupted", signum
         loop.create_task(tally.stop("interrupted"))
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        tally.bar.write(f"interrupted: finishing the {tally.flying} requests in flight; {again} again to abort",
+                        file=sys.stderr)
 
     try:
-        loop.add_signal_handler(signal.SIGINT, interrupted)
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, interrupted, signum)
     except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread (a notebook's worker)
         yield
         return
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric, cache: Cache,
@@ -440,7 +445,7 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
     stats = {"records": len(records), "requests": len(jobs), "cached": cached_records, "sent": tally.sent,
              "labelled": status["ok"], "failed": len(labels) - status["ok"], "unsent": len(records) - len(labels),
              "spent": tally.spent, "status": {s: status[s] for s in STATUSES if status[s]},
-             "stopped": tally.stopped, "teacher_error": tally.fatal, "batches": tally.batches,
+             "stopped": tally.stopped, "signal": tally.signal, "teacher_error": tally.fatal, "batches": tally.batches,
              "rubric_sha256": rubric.sha256}
     return CollectResult(labels, stats)
 

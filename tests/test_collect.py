@@ -292,8 +292,10 @@ def test_sigkill_mid_run_loses_nothing_and_resends_nothing_stored(tmp_path):
         assert len(labels) == n and all(row["teacher_status"] == "ok" and row["label"] for row in labels)
 
 
-def test_ctrl_c_mid_run_stores_the_calls_in_flight_so_none_is_paid_twice(tmp_path):
-    """The first Ctrl-C sends nothing more, lets the answered calls land in the cache and writes what it has."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_mid_run_stores_the_calls_in_flight_so_none_is_paid_twice(tmp_path, signum):
+    """The first Ctrl-C (or SIGTERM, SIGHUP: these killed the run, losing the answers in flight) sends
+    nothing more, lets the answered calls land in the cache and writes what it has."""
     n = 160
     path = write_jsonl(tmp_path / "in.jsonl", rows(n))
     cache, out = tmp_path / "c.sqlite", tmp_path / "labels.jsonl"
@@ -305,9 +307,9 @@ def test_ctrl_c_mid_run_stores_the_calls_in_flight_so_none_is_paid_twice(tmp_pat
         deadline = time.monotonic() + 60
         while len(server.requests) < n // 4 and time.monotonic() < deadline:
             time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
-        assert process.returncode == 130, output
+        assert process.returncode == 128 + signum, output
         assert "interrupted: finishing the" in output and "the requests in flight were stored" in output
         first = sum(server.sent(200).values())
         assert 0 < first < n
