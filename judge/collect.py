@@ -182,6 +182,7 @@ class _Tally:
         self.fatal: str | None = None  # the server's reason, when an error every request would meet stopped the run
         self.batches: list[dict] = []
         self.settled = asyncio.Condition()
+        self.halted = asyncio.Event()  # set by `stop`: nothing more is sent
         self.bar = tqdm(total=total, initial=done, disable=not progress, unit="label", desc="collect")
         self.counts = Counter(cached=done)
 
@@ -211,8 +212,19 @@ class _Tally:
     async def stop(self, why: str) -> None:
         """Send nothing more: the requests waiting to be admitted are woken and stand down."""
         self.stopped = self.stopped or why
+        self.halted.set()
         async with self.settled:
             self.settled.notify_all()
+
+    async def unless_halted(self, wait) -> bool:
+        """Await ``wait`` (the rate limiters); False, giving the wait up at once, when the run is stopped first."""
+        waiting, halted = asyncio.ensure_future(wait), asyncio.ensure_future(self.halted.wait())
+        try:
+            await asyncio.wait((waiting, halted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            halted.cancel()
+        return not self.halted.is_set()
 
     async def release(self, estimate: float) -> None:
         async with self.settled:
@@ -248,16 +260,20 @@ async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, ru
     rpm = AsyncLimiter(teacher.rpm, 60) if teacher.rpm else None
     tpm = AsyncLimiter(teacher.tpm, 60) if teacher.tpm else None
 
+    async def limits(job: Job) -> None:
+        if rpm:
+            await rpm.acquire()
+        if tpm:
+            await tpm.acquire(min(job.est_tokens + REPLY_TOKENS, teacher.tpm))
+
     async def one(job: Job) -> None:
         async with semaphore:
             estimate = tally.estimate(job)
             if not await tally.admit(estimate):
                 return
             try:
-                if rpm:
-                    await rpm.acquire()
-                if tpm:
-                    await tpm.acquire(min(job.est_tokens + REPLY_TOKENS, teacher.tpm))
+                if (rpm or tpm) and not await tally.unless_halted(limits(job)):
+                    return  # stopped while it waited for the limiter: it stands down unsent
                 tally.sent += 1
                 completion = await client.chat.completions.create(**job.send_body())
             except (openai.OpenAIError, OSError) as exc:

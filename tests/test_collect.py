@@ -319,6 +319,26 @@ def test_ctrl_c_mid_run_stores_the_calls_in_flight_so_none_is_paid_twice(tmp_pat
         assert sum(server.sent(200).values()) == n  # the rerun sent only the rest: no call paid twice
 
 
+def test_ctrl_c_sends_none_of_the_requests_waiting_for_the_rate_limiter(tmp_path):
+    """Requests waiting on --rpm when Ctrl-C came were still sent, one by one, as the limiter let them."""
+    path = write_jsonl(tmp_path / "in.jsonl", rows(30))
+    with ScriptedOpenAI() as server:
+        command = [sys.executable, str(ROOT / "cli.py"), "collect", str(path), "-o", str(tmp_path / "labels.jsonl"),
+                   "--teacher", "gpt-4o", "--base-url", server.url, "--rpm", "20", "--concurrency", "4",
+                   "--cache", str(tmp_path / "c.sqlite")]
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while len(server.requests) < 20 and time.monotonic() < deadline:  # the burst; then one every 3 s
+            time.sleep(0.02)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 130, output
+        assert time.monotonic() - interrupted < 5  # nor waited for the limiter to let them go (3 s each)
+        assert [r["tag"] for r in server.requests if r["time"] > interrupted + 0.5] == []
+
+
 def test_a_second_run_on_a_cache_in_use_stops_at_once_and_pays_nothing(tmp_path):
     """Each run read the cache once at the start, so two runs on one cache each paid for every row."""
     n = 40
