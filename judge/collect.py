@@ -14,6 +14,7 @@ no quota) stops the run, keeping what was answered.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import signal
@@ -511,11 +512,23 @@ def _field_value(record: Record, name: str) -> object:
     return record.raw.get(name)
 
 
+def draw_rank(record: Record, seed: int) -> bytes:
+    """A record's place in a seeded draw: a keyed hash of its id, not of its position, so the same rows
+    are drawn whatever the file's order, and a file that grows keeps the rows it drew before."""
+    return hashlib.blake2b(f"{seed}:{record.id}".encode("utf-8"), digest_size=8).digest()
+
+
+def _first_drawn(records: list[Record], members: list[int], k: int, seed: int) -> list[int]:
+    """The ``k`` of ``members`` (indices into ``records``) that rank first in the seeded draw."""
+    return sorted(members, key=lambda i: draw_rank(records[i], seed))[:k]
+
+
 def stratified_sample(records: list[Record], n: int, by: list[str] | tuple[str, ...] = (), *, seed: int = 0) -> list[Record]:
     """A seeded sample of ``n`` records with each stratum (combination of ``by`` values) in proportion.
 
     Quotas are rounded by largest remainder, so the sample has exactly ``n`` records and every
-    stratum keeps its share within one record. Order follows the input.
+    stratum keeps its share within one record. Within a stratum the records that rank first by
+    `draw_rank` are taken. Order follows the input.
     """
     if n >= len(records):
         return list(records)
@@ -526,9 +539,7 @@ def stratified_sample(records: list[Record], n: int, by: list[str] | tuple[str, 
     quota = {key: int(value) for key, value in exact.items()}
     for key in sorted(exact, key=lambda k: (quota[k] - exact[k], str(k)))[: n - sum(quota.values())]:
         quota[key] += 1
-    rng = random.Random(seed)
-    chosen = sorted(i for key, members in sorted(strata.items(), key=lambda kv: str(kv[0]))
-                    for i in rng.sample(members, quota[key]))
+    chosen = sorted(i for key, members in strata.items() for i in _first_drawn(records, members, quota[key], seed))
     return [records[i] for i in chosen]
 
 
@@ -539,11 +550,12 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
                    uncertainty: Sequence[float] | None = None, mix: float = 0.5) -> tuple[list[Record], dict[str, dict]]:
     """A random teacher sample of about ``n`` records per value of ``per``, and the draw recorded per record.
 
-    ``uniform``: exactly min(n, N) records of each group, uniformly and seeded; inclusion
-    probability n / N. ``active`` (Zrnic & Candes 2024): each record is drawn on its own with
-    probability proportional to ``uncertainty`` (mixed with uniform by ``mix``, so no record's
-    probability is tiny) and n per group expected; the estimator divides by these probabilities,
-    so the estimate stays unbiased while the labels go where the student is least sure.
+    ``uniform``: exactly min(n, N) records of each group, the ones that rank first by `draw_rank`
+    (seeded and uniform, whatever the file's order); inclusion probability n / N. ``active``
+    (Zrnic & Candes 2024): each record is drawn on its own with probability proportional to
+    ``uncertainty`` (mixed with uniform by ``mix``, so no record's probability is tiny) and n per
+    group expected; the estimator divides by these probabilities, so the estimate stays unbiased
+    while the labels go where the student is least sure.
     """
     if design not in ("uniform", "active"):
         raise InputError(f"unknown draw {design!r}: use uniform or active")
@@ -561,7 +573,7 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
     for key, members in sorted(strata.items()):
         size = len(members)
         if design == "uniform":
-            picked = rng.sample(members, min(n, size))
+            picked = _first_drawn(records, members, n, seed)
             chosen.update({i: {"stratum": key, "stratum_size": size, "inclusion_prob": len(picked) / size} for i in picked})
             continue
         weight = np.array([uncertainty[i] for i in members], dtype=float) + 1e-9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from judge.collect import (TeacherConfig, collect, label_missing, labelled_rows, plan, prepare, resolve_rubric,
-                           stratified_sample, teacher_sample)
+from judge.collect import (TeacherConfig, collect, draw_per_group, label_missing, labelled_rows, plan, prepare,
+                           resolve_rubric, stratified_sample, teacher_sample)
 from judge.errors import InputError
 from judge.records import build_dataset, read_records
 from judge.schemes import load_scheme
@@ -228,6 +229,27 @@ def test_stratified_sample_keeps_proportions_and_is_seeded():
         full = {v: sum(getattr(r, field) == v for r in records) / 90 for v in {getattr(r, field) for r in records}}
         for value, share in full.items():
             assert abs(sum(getattr(r, field) == value for r in sample) - share * 30) <= 2
+
+
+def test_draws_follow_the_rows_not_their_order_so_a_grown_file_keeps_its_draw():
+    """Draws were rng.sample over file positions: a reordered or grown file drew other rows, and the
+    week-2 rerun paid for them."""
+    base = rows(300)
+    shuffled = random.Random(1).sample(base, len(base))
+    grown = base + rows(330)[300:]  # 30 more rows of the same models and categories
+    new_model = base + [{**row, "model": "model-new"} for row in rows(330)[300:]]
+
+    def drawn(row_list, per=None, seed=0):
+        records = records_of(row_list)
+        if per:
+            return {r.id for r in draw_per_group(records, 20, per=per, seed=seed)[0]}
+        return {r.id for r in stratified_sample(records, 60, ["model", "category"], seed=seed)}
+
+    for per in (None, "model"):
+        first = drawn(base, per)
+        assert drawn(shuffled, per) == first != drawn(base, per, seed=1)
+        assert len(drawn(grown, per) & first) >= 50  # of 60: only rows the new ones outrank give way
+    assert drawn(new_model, "model") == drawn(base, "model") | drawn(new_model[300:], "model")  # allocation unchanged
 
 
 def test_label_missing_fills_only_unlabelled_records(server, tmp_path):
