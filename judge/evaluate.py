@@ -117,8 +117,11 @@ def load_pairs(scored: str, reference: str | None = None, *, scheme: str | Schem
     from judge.records import read_records
     from judge.schemes import BINARY
 
-    ref = read_records(reference or scored, scheme=scheme or (BINARY if as_binary and reference else None), **read_options)
-    students = read_records(scored, scheme=None if as_binary else ref.scheme, label_field="judge_label")
+    students = _student_side(scored, None if as_binary else scheme)
+    ref = read_records(reference or scored, scheme=scheme or (BINARY if as_binary and reference else None),
+                       prefer_scheme=None if as_binary else students.scheme, **read_options)
+    if not as_binary and ref.scheme.name != students.scheme.name:  # the same scheme on both sides, or a clear error
+        students = read_records(scored, scheme=ref.scheme, label_field="judge_label")
     predicted = {r.id: students.scheme.to_binary(r.label) if as_binary else r.label
                  for r in students.records if r.label is not None}
     records = [replace(r, label=ref.scheme.to_binary(r.label)) if as_binary else r
@@ -129,6 +132,21 @@ def load_pairs(scored: str, reference: str | None = None, *, scheme: str | Schem
     info = {"scored": len(students.records), "reference_labelled": len(ref.labelled), "paired": len(records),
             "unpaired_reference": len(ref.labelled) - len(records)}
     return records, [predicted[r.id] for r in records], resolved, info, probs
+
+
+def _student_side(scored: str, scheme: str | Scheme | None):
+    """The scored file read with the student's own scheme: the one its ``judge_probs`` name, where labels alone
+    are ambiguous (a binary judge that called everything unsafe reads as VLSBench by its labels)."""
+    from judge.records import read_records
+    from judge.schemes import BUILTIN_SCHEMES, load_scheme
+
+    students = read_records(scored, scheme=scheme, label_field="judge_label")
+    probs = next((r.raw.get("judge_probs") for r in students.records if isinstance(r.raw.get("judge_probs"), dict)), None)
+    if scheme is None and probs and set(probs) != set(students.scheme.classes):
+        named = next((name for name in BUILTIN_SCHEMES if set(load_scheme(name).classes) == set(probs)), None)
+        if named:
+            students = read_records(scored, scheme=named, label_field="judge_label")
+    return students
 
 
 def _paired_probs(ids: Sequence[str], students, classes: Sequence[str], collapse) -> np.ndarray | None:

@@ -386,6 +386,24 @@ def test_eval_as_binary_maps_a_three_class_judge_to_safe_unsafe(scored):
     assert bad.exit_code == 1 and "--as binary" in bad.output
 
 
+def test_eval_reads_a_binary_judges_file_in_its_own_scheme_when_labels_alone_are_ambiguous(tmp_path):
+    """'unsafe' is a label of both built-in schemes: the judge_probs a binary judge wrote settle it."""
+    scored = [{"id": f"r{i}", "question": f"q{i}", "response": "Sure, here is how.", "judge_label": "unsafe",
+               "judge_probs": {"safe": 0.2, "unsafe": 0.8}} for i in range(12)]
+    write_jsonl(tmp_path / "scored.jsonl", scored)
+    write_jsonl(tmp_path / "ref.jsonl", [{"id": r["id"], "response": r["response"], "label": "unsafe" if i % 3 else "safe"}
+                                        for i, r in enumerate(scored)])
+    write_jsonl(tmp_path / "all_unsafe.jsonl", [{"id": r["id"], "response": r["response"], "label": "unsafe"} for r in scored])
+    for reference in ("ref.jsonl", "all_unsafe.jsonl"):
+        for extra in ([], ["--as", "binary"]):
+            result = runner.invoke(app, ["eval", str(tmp_path / "scored.jsonl"), "--reference", str(tmp_path / reference),
+                                         "--output-format", "json", "--png", str(tmp_path / "cm.png"), *extra])
+            assert result.exit_code == 0, (reference, extra, result.output)
+            report = json.loads(result.stdout)
+            assert report["scheme"] == "mmsafetybench" and report["overall"]["n"] == 12
+            assert report["rates"]["student"]["rate"] == pytest.approx(0.8)
+
+
 @pytest.fixture
 def judge_copy(tiny_judge, tmp_path):
     """The session's tiny judge copied, since calibration rewrites judge.json."""
