@@ -10,6 +10,7 @@ import typer
 
 from judge.errors import InputError
 from judge.textio import check_writable
+from judge.training.config import MAX_HOLDOUT
 
 app = typer.Typer(help="Distil an online safety judge (GPT-4o) into an offline one.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False, add_completion=False)
@@ -89,7 +90,7 @@ def distill(
     student: Annotated[Optional[str], typer.Option(help="auto (best of a portfolio by grouped CV), lexical, transformer, PRESET-lora, PRESET-full, probe, PRESET-probe, stack, blend or ensemble.")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Wall time for --student auto's cross-validation, the winner's refit paid for in advance, e.g. 90s, 15m, 1h, none.")] = None,
     portfolio: Annotated[Optional[str], typer.Option(help="Candidates for --student auto: default, quick (the demo: 3 folds, 2 epochs, 64 tokens, 100s) or wide (+ LoRA).")] = None,
-    holdout: Annotated[Optional[float], typer.Option(help="Keep this share of prompt groups as an untouched test split (default 0: every label trains the judge).")] = None,
+    holdout: Annotated[Optional[float], typer.Option(min=0.0, max=MAX_HOLDOUT, help=f"Keep this share of the rows, in whole prompt groups, as an untouched test split, up to {MAX_HOLDOUT} (default 0: every label trains the judge).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for splits and training.")] = None,
     scheme: Scheme = None,
     label_field: Annotated[Optional[str], typer.Option(help="Read the teacher label from this field.")] = None,

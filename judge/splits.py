@@ -30,19 +30,42 @@ class Split:
 
 
 def _carve(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """Hold out about `fraction` of the records, whole groups at a time, label-stratified."""
+    """Hold out whole prompt groups, `fraction` of the rows as closely as the groups allow, label-stratified.
+
+    Greedy: the group that brings the held-out rows, per class and in all, closest to `fraction` of them
+    per row it adds is taken next (ties in a seeded random order), while one still brings them closer and
+    leaves every class rows to fit on. (StratifiedGroupKFold's first of round(1 / fraction) folds held out
+    1/K instead: on 196 rows 0.15 gave 12%, and 0.4 to 0.9 all gave half.)
+    """
     if fraction <= 0 or not records:
         return records, []
-    n_splits = max(2, round(1 / fraction))
-    groups = [r.prompt_group for r in records]
-    if len(set(groups)) < n_splits:
-        raise InputError(f"only {len(set(groups))} prompt groups: too few to hold out {fraction:.0%} by group")
-    labels = [r.label for r in records]
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # "least populated class has only n members": stratified as far as it goes
-        warnings.simplefilter("ignore", UserWarning)
-        keep, held = next(splitter.split(np.zeros(len(records)), labels, groups))
-    return [records[i] for i in keep], [records[i] for i in held]
+    classes = {label: c for c, label in enumerate(dict.fromkeys(r.label for r in records))}
+    members: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        members.setdefault(r.prompt_group, []).append(i)
+    keys = list(members)
+    groups = [members[keys[g]] for g in np.random.default_rng(seed).permutation(len(keys))]
+    counts = np.zeros((len(groups), len(classes)))
+    for g, rows in enumerate(groups):
+        for i in rows:
+            counts[g, classes[records[i].label]] += 1
+    total = counts.sum(axis=0)
+    target = fraction * total
+
+    def distance(held: np.ndarray) -> np.ndarray:
+        return np.abs(held - target).sum(axis=-1) + np.abs(held.sum(axis=-1) - target.sum())
+
+    held, left = np.zeros(len(classes)), np.ones(len(groups), dtype=bool)
+    while True:
+        after = held + counts
+        gain = (distance(held) - distance(after)) / counts.sum(axis=1)
+        open_ = left & (after < total).all(axis=1) & (gain > 1e-9)
+        if not open_.any():
+            break
+        best = np.flatnonzero(open_)[np.argmax(gain[open_])]
+        held, left[best] = after[best], False
+    out = {i for g in np.flatnonzero(~left) for i in groups[g]}
+    return [r for i, r in enumerate(records) if i not in out], [r for i, r in enumerate(records) if i in out]
 
 
 def split_by_group(records: list[Record], *, test_size: float = 0.2, val_size: float = 0.1,
@@ -52,17 +75,14 @@ def split_by_group(records: list[Record], *, test_size: float = 0.2, val_size: f
     `val_size` is a fraction of all records, taken from what is left after the test split.
     """
     rest, test = _carve(list(records), test_size, seed)
-    val_fraction = val_size / (1 - test_size) if test else val_size
+    val_fraction = val_size * len(records) / len(rest) if rest else 0.0
     train, val = _carve(rest, val_fraction, seed + 1)
     return Split(train=train, val=val, test=test)
 
 
 def early_stopping_split(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """(fit, val) for a transformer's early stopping inside one fold; no val where groups are too few."""
-    try:
-        return _carve(list(records), fraction, seed)
-    except InputError:
-        return list(records), []
+    """(fit, val) for a transformer's early stopping inside one fold; no val where no whole group fits."""
+    return _carve(list(records), fraction, seed)
 
 
 @dataclass

@@ -114,6 +114,16 @@ def test_holdout_rows_are_written_apart_for_calibration(tmp_path):
     assert result.exit_code == 0 and not (tmp_path / "run" / "holdout.jsonl").exists()
 
 
+def test_holdout_takes_the_share_asked_and_judge_json_and_the_report_say_what_it_took(tmp_path):
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(120, seed=3))
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.4", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["config"]["holdout"] == 0.4 and meta["data"]["holdout"] == 48 and meta["data"]["holdout_groups"] == 24
+    assert meta["data"]["holdout_share"] == {"rows": 0.4, "groups": 0.4}
+    assert "48 rows from 24 prompt groups (40.0% of the rows, 40.0% of the groups; --holdout 0.4)" in result.output
+
+
 def test_scoring_without_the_backbone_wheel_names_the_install_command(tiny_judge, tmp_path, monkeypatch):
     import shutil
 
@@ -150,7 +160,7 @@ def test_library_chatter_is_quiet_unless_verbose(tiny_judge, tmp_path):
 
 
 @pytest.mark.parametrize("option", [["--seed", "-1"], ["--set", "batch_size=0"], ["--epochs", "-1"], ["--max-length", "0"],
-                                    ["--set", "folds=1"]])
+                                    ["--set", "folds=1"], ["--set", "holdout=0.9"]])
 def test_distill_refuses_out_of_range_settings_before_training(option, tmp_path):
     labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
     result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(tmp_path / "run"), *option])
@@ -186,6 +196,8 @@ def test_serve_refuses_a_port_out_of_range(port, tmp_path):
     (["calibrate", "c.jsonl", "-j", "j", "--target-kappa", "2"], "--target-kappa"),
     (["calibrate", "c.jsonl", "-j", "j", "--cost-per-call", "-1"], "--cost-per-call"),
     (["estimate", "s.jsonl", "-t", "t.jsonl", "--target-width", "-1"], "--target-width"),
+    (["distill", "l.jsonl", "--holdout", "0.6"], "--holdout"),
+    (["distill", "l.jsonl", "--holdout", "-0.1"], "--holdout"),
 ])
 def test_probabilities_kappas_widths_and_costs_out_of_range_are_refused_before_anything_runs(args, option):
     result = runner.invoke(app, args)

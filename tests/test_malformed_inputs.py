@@ -198,3 +198,12 @@ def test_library_distill_refuses_an_unwritable_folder_before_training(tmp_path, 
     labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
     with pytest.raises(InputError, match=f"^{labels}: is a file, not a folder to write into$"):
         distill.distill(read_records(labels), labels)
+
+
+def test_a_holdout_smaller_than_every_prompt_group_is_one_line(tmp_path):
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.01",
+                                 "--out", str(tmp_path / "run")])
+    assert one_line_error(result, f"{labels}: holdout 0.01: no whole prompt group can be held out (1% of 60 "
+                                  "labelled rows in 30 prompt groups)"), result.output
+    assert not (tmp_path / "run").exists()

@@ -129,3 +129,14 @@ def test_group_split_keeps_prompts_whole_and_is_seeded(tmp_path):
     assert 30 <= len(split.test) <= 50 and {r.label for r in split.test} == {"refuse", "warning", "unsafe"}
     again = split_by_group(records, test_size=0.2, val_size=0.1, seed=3)
     assert [r.id for r in again.test] == [r.id for r in split.test]
+
+
+@pytest.mark.parametrize("share", [0.15, 0.4, 0.5])
+def test_group_split_holds_out_the_share_of_rows_asked_in_every_class(tmp_path, share):
+    """round(1 / share) folds held out 1/K: 0.15 gave 14%, and 0.4 gave half."""
+    records = read_records(write_jsonl(tmp_path / "s.jsonl", synthetic_rows(200))).records
+    test = split_by_group(records, test_size=share, val_size=0.0, seed=0).test
+    assert len(test) == round(share * 200)
+    for label in ("refuse", "warning", "unsafe"):  # groups of two rows, two labels each: greedy, so 1.5 groups
+        held, every = (sum(r.label == label for r in part) for part in (test, records))
+        assert abs(held - share * every) <= 3, (label, held, every)

@@ -28,12 +28,15 @@ def _at_least(low):
 
 MORE_THAN_0 = (lambda value: value > 0), "more than 0"
 SHARE = (lambda value: 0 <= value < 1), "a share in [0, 1)"
+# Past half, the held-out rows would outnumber those the judge is trained and chosen on.
+MAX_HOLDOUT = 0.5
 # What each numeric key may be (nan fails every test): `resolve` refuses the rest, for a notebook as for `judge distill`.
 RANGES = {
     "epochs": MORE_THAN_0, "lr": MORE_THAN_0, "full_lr": MORE_THAN_0, "batch_size": _at_least(1), "grad_accum": _at_least(1),
     "max_length": _at_least(1), "probe_max_length": _at_least(1), "lora_r": _at_least(1), "folds": _at_least(2),
     "early_stopping_patience": _at_least(0), "weight_decay": _at_least(0), "tie_margin": _at_least(0),
     "val_size": SHARE, "lora_dropout": SHARE, "warmup_ratio": SHARE,
+    "holdout": ((lambda value: 0 <= value <= MAX_HOLDOUT), f"0 (none) or a share of the rows up to {MAX_HOLDOUT}"),
     "seed": ((lambda value: 0 <= value < 2**32), "in [0, 2**32)"),  # numpy's and torch's seeds
 }
 
@@ -75,7 +78,7 @@ class TrainConfig:
     loss: str = "auto"
     class_weights: bool = False  # inverse-frequency weights in the hard-label cross-entropy
     # how agreement is estimated and the student chosen (judge/training/portfolio.py)
-    holdout: float = 0.0  # share of prompt groups kept as an untouched test split (0: every label trains the judge)
+    holdout: float = 0.0  # share of rows kept, in whole prompt groups, as an untouched test split (0: every label trains the judge)
     folds: int = 5  # grouped, label-stratified folds: every candidate is compared on out-of-fold predictions
     transformer_folds: str = "auto"  # folds a transformer runs: auto = all K the budget affords; or a cap
     val_size: float = 0.1  # share of a fold's fitting rows a transformer early-stops on

@@ -23,11 +23,11 @@ from judge.estimate import plan_labels
 from judge.evaluate import evaluate
 from judge.metrics import top_labels
 from judge.model import Judge, probs_array, row_key, write_meta
-from judge.records import Dataset, file_sha256, write_jsonl
+from judge.records import Dataset, file_sha256, sources_of, write_jsonl
 from judge.splits import split_by_group
 from judge.textio import check_writable
 from judge.training import ranks
-from judge.training.config import TrainConfig
+from judge.training.config import RANGES, TrainConfig
 from judge.training.portfolio import run_portfolio
 
 MIN_LABELLED = 20
@@ -48,6 +48,10 @@ def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dic
         "labelled": len(labelled),
         "trained_on": len(trained),  # every labelled row not held out: the shipped student was fitted on all of them
         "holdout": len(test),
+        "holdout_groups": len({r.prompt_group for r in test}),
+        # what the holdout took of the labelled rows and their prompt groups (config.holdout is what was asked)
+        "holdout_share": {"rows": round(len(test) / len(labelled), 4),
+                          "groups": round(len({r.prompt_group for r in test}) / len({r.prompt_group for r in labelled}), 4)},
         "folds": folds,
         "groups": len({r.prompt_group for r in labelled}),
         "label_counts": dict(Counter(r.label for r in labelled)),
@@ -94,11 +98,16 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         raise InputError(f"only {len(labelled)} labelled records: distillation needs at least {MIN_LABELLED}")
     if len({r.label for r in labelled}) < 2:
         raise InputError("every record has the same teacher label: nothing to learn")
-    if not 0 <= config.holdout < 1:
-        raise InputError(f"holdout {config.holdout}: a share of the rows in [0, 1)")
+    allowed, expected = RANGES["holdout"]
+    if not allowed(config.holdout):  # a TrainConfig built in code never went through resolve
+        raise InputError(f"config holdout={config.holdout!r}: must be {expected}")
     check_writable(out, folder=True)  # before the training, never after it
     split = split_by_group(labelled, test_size=config.holdout, val_size=0.0, seed=config.seed)
     rows, test = split.train, split.test
+    if config.holdout and not test:
+        raise InputError(f"holdout {config.holdout}: no whole prompt group can be held out ({config.holdout:.0%} of "
+                         f"{len(labelled)} labelled rows in {len({r.prompt_group for r in labelled})} prompt groups); "
+                         "ask for a larger share or leave --holdout out", path=sources_of(labelled))
     ranks.start()
 
     portfolio = run_portfolio(rows, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
@@ -127,14 +136,17 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
                                                    seed=config.seed)
     cv = {"method": cv_method(winner, portfolio.folds.k, sum(r.status == "trained" for r in portfolio.results)),
           **evaluate(oof_rows, oof_labels, dataset.scheme, probs=oof_probs, seed=config.seed)}
+    data = data_summary(dataset, rows, test, portfolio.folds.k)
     if test:
         shipped_judge = Judge.load(out)
         if calibration:
             shipped_judge.meta["calibration"] = calibration
         predictions = shipped_judge.predict(test, progress=progress)
+        share = data["holdout_share"]
         report = {"split": "test", "method": f"held-out test split: {len(test)} rows from "
-                  f"{len({r.prompt_group for r in test})} prompt groups used neither to train nor to choose, "
-                  "95% group-bootstrap interval",
+                  f"{len({r.prompt_group for r in test})} prompt groups ({share['rows']:.1%} of the rows, "
+                  f"{share['groups']:.1%} of the groups; --holdout {config.holdout}) used neither to train nor to "
+                  "choose, 95% group-bootstrap interval",
                   **evaluate(test, [p.label for p in predictions], dataset.scheme,
                              probs=probs_array(predictions, dataset.scheme.classes), seed=config.seed)}
     else:
@@ -147,7 +159,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
                   labels_plan=plan_labels(oof_rows, oof_probs, dataset.scheme), calibration=calibration)
     if test:
         report["cv"] = {"method": cv["method"], "overall": cv["overall"]}
-    meta = {**refit_meta, "data": data_summary(dataset, rows, test, portfolio.folds.k), "teacher": teacher_summary(labelled),
+    meta = {**refit_meta, "data": data, "teacher": teacher_summary(labelled),
             "leaderboard": leaderboard, "selection": selection, "agreement": headline(report),
             # `test` is the training-time agreement calibrate's drift check and the card compare with
             "metrics": {"test": report["overall"], "cv": headline(cv)},
