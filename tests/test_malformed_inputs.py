@@ -207,3 +207,13 @@ def test_a_holdout_smaller_than_every_prompt_group_is_one_line(tmp_path):
     assert one_line_error(result, f"{labels}: holdout 0.01: no whole prompt group can be held out (1% of 60 "
                                   "labelled rows in 30 prompt groups)"), result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_too_few_rows_left_after_the_holdout_is_one_line(tmp_path):
+    """The minimum was checked before the holdout: a judge shipped fitted on fewer than 20 rows."""
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(24))
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.3",
+                                 "--out", str(tmp_path / "run")])
+    assert one_line_error(result, f"{labels}: only 18 labelled records left to train on: distillation needs at least "
+                                  "20 (holdout 0.3 took the other 6)"), result.output
+    assert not (tmp_path / "run").exists()

@@ -108,6 +108,9 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         raise InputError(f"holdout {config.holdout}: no whole prompt group can be held out ({config.holdout:.0%} of "
                          f"{len(labelled)} labelled rows in {len({r.prompt_group for r in labelled})} prompt groups); "
                          "ask for a larger share or leave --holdout out", path=sources_of(labelled))
+    if len(rows) < MIN_LABELLED:
+        raise InputError(f"only {len(rows)} labelled records left to train on: distillation needs at least "
+                         f"{MIN_LABELLED} (holdout {config.holdout} took the other {len(test)})", path=sources_of(labelled))
     ranks.start()
 
     portfolio = run_portfolio(rows, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
