@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from judge.errors import InputError
-from judge.records import Record
+from judge.records import Record, sources_of
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Folds:
         return np.flatnonzero(self.fold_of != fold)
 
 
-def grouped_folds(records: list[Record], k: int, seed: int = 0) -> Folds:
+def grouped_folds(records: list[Record], k: int, seed: int = 0, *, within: str = "") -> Folds:
     """K label-stratified folds of whole prompt groups (scikit-learn's StratifiedGroupKFold).
 
     K is capped at the prompt groups and at the largest class's rows (StratifiedGroupKFold refuses
@@ -108,19 +108,21 @@ def grouped_folds(records: list[Record], k: int, seed: int = 0) -> Folds:
     classes. A rare class (a few rows, or all in one or two prompt groups) can leave one without; then
     fewer folds are tried, down to 2, and past that a one-line error names the class and its count.
     A class missing from some fold's fitting rows (but not all) only makes those held-out rows
-    unpredictable as that class: the note says so.
+    unpredictable as that class: the note says so. Errors name the records' files; `within` follows
+    the counts they give (" in the training split ...": not the file's counts).
     """
     labels = [r.label for r in records]
     groups = [r.prompt_group for r in records]
-    counts = Counter(labels)
+    counts, path = Counter(labels), sources_of(records)
     if len(counts) < 2:
-        raise InputError("every record has the same teacher label: nothing to learn")
+        raise InputError(f"every record has the same teacher label{within}: nothing to learn", path=path)
     asked, n_groups, largest = k, len(set(groups)), max(counts.values())
     k = min(asked, n_groups, largest)
     if n_groups < 2:
-        raise InputError(f"only {n_groups} prompt group: cross-validation needs at least 2")
+        raise InputError(f"only {n_groups} prompt group{within}: cross-validation needs at least 2", path=path)
     if k < 2:
-        raise InputError("every class has a single labelled row: cross-validation needs at least 2 rows of one")
+        raise InputError(f"every class has a single labelled row{within}: cross-validation needs at least 2 rows "
+                         "of one", path=path)
     capped = f"only {n_groups} prompt groups" if k == n_groups else f"the largest class has {largest} rows"
     for tried in range(k, 1, -1):
         splitter = StratifiedGroupKFold(n_splits=tried, shuffle=True, random_state=seed)
@@ -138,5 +140,5 @@ def grouped_folds(records: list[Record], k: int, seed: int = 0) -> Folds:
             return Folds(fold_of, tried, "; ".join(notes))
     rarest, n = min(counts.items(), key=lambda kv: kv[1])
     spread = len({g for g, l in zip(groups, labels) if l == rarest})
-    raise InputError(f"class {rarest!r} has {n} labelled row(s) in {spread} prompt group(s): too rare to "
-                     "cross-validate (it needs at least 2 prompt groups); label more responses of that class")
+    raise InputError(f"class {rarest!r} has {n} labelled row(s) in {spread} prompt group(s){within}: too rare to "
+                     "cross-validate (it needs at least 2 prompt groups); label more responses of that class", path=path)

@@ -217,3 +217,25 @@ def test_too_few_rows_left_after_the_holdout_is_one_line(tmp_path):
     assert one_line_error(result, f"{labels}: only 18 labelled records left to train on: distillation needs at least "
                                   "20 (holdout 0.3 took the other 6)"), result.output
     assert not (tmp_path / "run").exists()
+
+
+def _relabelled(rows, **changes):
+    return [dict(row, **{key: value(i, row) for key, value in changes.items()}) for i, row in enumerate(rows)]
+
+
+@pytest.mark.parametrize("rows, options, message", [
+    (synthetic_rows(19), [], "only 19 labelled records: distillation needs at least 20"),
+    (_relabelled(synthetic_rows(60), label=lambda i, r: "refuse"), [],
+     "every record has the same teacher label: nothing to learn"),
+    (_relabelled(synthetic_rows(60), group=lambda i, r: "G0"), [], "only 1 prompt group: cross-validation needs at least 2"),
+    (_relabelled(synthetic_rows(60, scheme="mmsafetybench"), label=lambda i, r: "unsafe" if i == 0 else "safe"), [],
+     "class 'unsafe' has 1 labelled row(s) in 1 prompt group(s): too rare to cross-validate"),
+    (_relabelled(synthetic_rows(60), group=lambda i, r: f"G{i % 2}"), ["--holdout", "0.5"],
+     "only 1 prompt group in the training split (holdout 0.5 took 30 rows): cross-validation needs at least 2"),
+])
+def test_too_little_to_distil_is_one_line_naming_the_file(rows, options, message, tmp_path):
+    """The counts are the file's, or, after a holdout, the training split's (they named no file)."""
+    labels = write_jsonl(tmp_path / "labels.jsonl", rows)
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", *options, "--out", str(tmp_path / "run")])
+    assert one_line_error(result, f"{labels}: {message}"), result.output
+    assert not (tmp_path / "run").exists()

@@ -95,9 +95,10 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
     out = Path(out_dir)
     labelled = dataset.labelled
     if len(labelled) < MIN_LABELLED:
-        raise InputError(f"only {len(labelled)} labelled records: distillation needs at least {MIN_LABELLED}")
+        raise InputError(f"only {len(labelled)} labelled records: distillation needs at least {MIN_LABELLED}",
+                         path=sources_of(labelled))
     if len({r.label for r in labelled}) < 2:
-        raise InputError("every record has the same teacher label: nothing to learn")
+        raise InputError("every record has the same teacher label: nothing to learn", path=sources_of(labelled))
     allowed, expected = RANGES["holdout"]
     if not allowed(config.holdout):  # a TrainConfig built in code never went through resolve
         raise InputError(f"config holdout={config.holdout!r}: must be {expected}")
@@ -113,8 +114,9 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
                          f"{MIN_LABELLED} (holdout {config.holdout} took the other {len(test)})", path=sources_of(labelled))
     ranks.start()
 
+    within = f" in the training split (holdout {config.holdout} took {len(test)} rows)" if test else ""
     portfolio = run_portfolio(rows, dataset.scheme, config, out / CANDIDATES_DIR, candidates=candidates,
-                              progress=progress)
+                              progress=progress, within=within)
     winner = portfolio.winner
     if progress and ranks.is_main():
         print(f"[distill] refitting {winner.candidate} on all {len(rows)} rows", file=sys.stderr, flush=True)

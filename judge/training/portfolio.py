@@ -786,15 +786,16 @@ class Portfolio:
 
 
 def run_portfolio(records: list[Record], scheme: Scheme, config: TrainConfig, work_dir: str | Path, *,
-                  candidates: list | None = None, progress: bool = False) -> Portfolio:
+                  candidates: list | None = None, progress: bool = False, within: str = "") -> Portfolio:
     """Cross-validate the candidates on grouped folds of `records` and choose one (rules in the module doc).
 
     Naming one student (``config.student``) runs it (and, for an ensemble, its members first) without
-    the budget. Nothing is refitted here: ``refit_winner`` does that for the winner alone.
+    the budget. Nothing is refitted here: ``refit_winner`` does that for the winner alone. `within`
+    qualifies the counts the folds' errors give (distill's training split).
     """
     budget = parse_budget(config.budget) if config.student == "auto" or candidates is not None else math.inf
     candidates = candidates if candidates is not None else candidates_for(config.student, config)
-    folds = grouped_folds(records, config.folds, config.seed)
+    folds = grouped_folds(records, config.folds, config.seed, within=within)
     named = config.student != "auto" and len(candidates) == 1
     ctx = Context(records, folds, scheme, config, Path(work_dir), budget, progress=progress)
     results: list[Result] = []
