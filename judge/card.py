@@ -213,10 +213,11 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
 
     out += ["## Training data\n",
             *(f"- Source `{_shown(s['path'])}` (SHA-256 `{s['sha256'][:16]}…`)" for s in data.get("sources", [])),
-            f"- {data.get('labelled', '?')} teacher-labelled responses from {data.get('groups', '?')} prompt groups "
-            f"(lines read {data.get('lines_read', '?')}, skipped {data.get('skipped', 0)}); the student was fitted on "
-            f"{data.get('trained_on', '?')} of them"
-            + (f", {data['holdout']} held out by prompt group as a test split" if data.get("holdout") else "") + ".\n",
+            f"- {data.get('labelled', '?')} teacher-labelled responses (lines read {data.get('lines_read', '?')}, "
+            f"skipped {data.get('skipped', 0)}); the student was fitted on {data.get('trained_on', '?')} of them, from "
+            f"{data.get('groups', '?')} prompt groups"
+            + (f", {data['holdout']} held out by prompt group as a test split; the tables count the rows it was fitted on"
+               if data.get("holdout") else "") + ".\n",
             _counts("teacher label", data.get("label_counts", {})),
             _counts("category", data.get("category_counts", {})),
             _counts("response model", data.get("model_counts", {}))]

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,24 @@ def test_holdout_takes_the_share_asked_and_judge_json_and_the_report_say_what_it
     assert meta["config"]["holdout"] == 0.4 and meta["data"]["holdout"] == 48 and meta["data"]["holdout_groups"] == 24
     assert meta["data"]["holdout_share"] == {"rows": 0.4, "groups": 0.4}
     assert "48 rows from 24 prompt groups (40.0% of the rows, 40.0% of the groups; --holdout 0.4)" in result.output
+
+
+def test_judge_json_data_counts_the_rows_the_judge_was_trained_on_not_the_held_out_ones(tmp_path):
+    rows = synthetic_rows(120, seed=3)
+    labels = write_jsonl(tmp_path / "labels.jsonl", rows)
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.3", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "run" / "judge.json").read_text())["data"]
+    held = {json.loads(line)["id"] for line in (tmp_path / "run" / "holdout.jsonl").read_text().splitlines()}
+    trained = [row for row in rows if row["id"] not in held]
+    assert data["labelled"] == 120 and data["trained_on"] == len(trained) < 120
+    assert data["groups"] == len({row["question"] for row in trained})  # a prompt group is its question here
+    assert data["label_counts"] == Counter(row["label"] for row in trained)
+    assert data["category_counts"] == Counter(row["category"] for row in trained)
+    assert data["model_counts"] == Counter(row["model"] for row in trained)
+    card = runner.invoke(app, ["card", "--judge", str(tmp_path / "run")]).output
+    assert (f"the student was fitted on {len(trained)} of them, from {data['groups']} prompt groups, "
+            f"{120 - len(trained)} held out by prompt group as a test split; the tables count the rows it was fitted on") in card
 
 
 def test_scoring_without_the_backbone_wheel_names_the_install_command(tiny_judge, tmp_path, monkeypatch):

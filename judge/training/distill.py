@@ -39,7 +39,8 @@ ARTIFACT_PARTS = ("adapter", "model", "tokenizer", "members", "model.skops", "co
 
 
 def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dict:
-    """What the judge was trained on: source hashes, sizes, label counts (for the artifact and card)."""
+    """What the judge was trained on: source hashes, sizes, and the groups and counts of the rows it was
+    trained on, held-out rows apart (for the artifact and card)."""
     labelled = dataset.labelled
     return {
         "sources": [{"path": str(p), "sha256": file_sha256(p)} for p in dataset.sources if Path(p).is_file()],
@@ -53,10 +54,10 @@ def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dic
         "holdout_share": {"rows": round(len(test) / len(labelled), 4),
                           "groups": round(len({r.prompt_group for r in test}) / len({r.prompt_group for r in labelled}), 4)},
         "folds": folds,
-        "groups": len({r.prompt_group for r in labelled}),
-        "label_counts": dict(Counter(r.label for r in labelled)),
-        "category_counts": dict(Counter(r.category for r in labelled if r.category)),
-        "model_counts": dict(Counter(r.model for r in labelled if r.model)),
+        "groups": len({r.prompt_group for r in trained}),
+        "label_counts": dict(Counter(r.label for r in trained)),
+        "category_counts": dict(Counter(r.category for r in trained if r.category)),
+        "model_counts": dict(Counter(r.model for r in trained if r.model)),
         # rows whose labels shaped the student (fit, early stopping, choice): never an estimation sample
         "trained_row_keys": sorted(row_key(r) for r in trained),
     }
