@@ -542,6 +542,17 @@ def test_sixty_answers_with_two_unsafe_distil_and_one_unsafe_stops_with_one_line
     assert len(error) == 1 and "class 'unsafe' has 1 labelled row(s) in 1 prompt group(s)" in error[0]
 
 
+def test_with_three_classes_one_row_of_a_class_distils_with_a_note_as_docs_distill_md_says(tmp_path):
+    rows = [dict(row, label="refuse" if row["label"] == "warning" else row["label"]) for row in synthetic_rows(60)]
+    rows[1]["label"] = "warning"
+    labels = write_jsonl(tmp_path / "rare.jsonl", rows)
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert meta["data"]["label_counts"]["warning"] == 1 and meta["data"]["trained_on"] == 60
+    assert "class 'warning' (1 rows) is missing from some folds' fitting rows" in meta["leaderboard"][0]["note"]
+
+
 def test_more_folds_than_the_largest_class_has_rows_are_capped_and_the_note_says_why(tmp_path):
     """StratifiedGroupKFold raised ValueError (a traceback) when every class had fewer rows than the folds."""
     labels = write_jsonl(tmp_path / "tiny.jsonl", synthetic_rows(24))  # 8 rows per class, 12 prompt groups
