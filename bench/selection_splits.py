@@ -89,8 +89,8 @@ def select_and_predict(records, dev_rows, test_rows, scheme, features, views, co
                                                 scheme.classes, seed=config.seed)) for v in views),
                       key=lambda pair: pair[1].kappa)
     members = [lexical.probs, probe.probs]
-    (stack_oof, stack), (blend_oof, blend) = (cross_fitted(c, members, dev, scheme.classes, config.seed)
-                                              for c in (Stack(), Blend()))
+    (stack_oof, stack, _), (blend_oof, blend, _) = (cross_fitted(c, members, dev, scheme.classes, config.seed)
+                                                    for c in (Stack(), Blend()))
 
     def result(name, kind, probs):
         r = Result(name, kind, status="trained", probs=probs, covered=np.ones(len(dev), bool), rows=len(dev))

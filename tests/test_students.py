@@ -456,11 +456,11 @@ def test_combiners_learn_only_from_rows_their_inner_fold_did_not_fit(tmp_path):
     labels = [r.label for r in records]
     good = 0.3 * _result("good", "lexical", labels, set(range(0, 120, 4))).probs + 0.7 / 3  # 75% right, unsure
     noise = np.random.default_rng(0).dirichlet(np.ones(3), size=120)
-    oof, weights = cross_fitted(Blend(), [good, noise], records, classes)
+    oof, weights, _ = cross_fitted(Blend(), [good, noise], records, classes)
     assert weights[0] > weights[1] and sum(weights) == pytest.approx(1)
     assert np.allclose(oof.sum(axis=1), 1) and len(weight_grid(2)) == 11 and len(weight_grid(3)) == 66
     # a row whose label the stacker could only know by having seen it: flip it, and only the in-sample fit follows
-    stack_oof, stacker = cross_fitted(Stack(), [good, noise], records, classes)
+    stack_oof, stacker, _ = cross_fitted(Stack(), [good, noise], records, classes)
     inner = grouped_folds(records, 5, 7)
     for fold in range(inner.k):
         held = inner.held(fold)
@@ -489,6 +489,17 @@ def test_blend_and_stack_cost_no_retraining_and_the_ensemble_artifact_ships_refi
         probs = judge.predict_proba(dataset.labelled[:6])
         assert probs.shape == (6, 3) and np.allclose(probs.sum(axis=1), 1)
     assert (tmp_path / "blend-artifact" / "judge.json").is_file() and "weights" in Judge.load(tmp_path / "blend-artifact").meta
+
+
+def test_the_combiners_note_gives_the_inner_folds_they_ran(tmp_path):
+    """It said "inner 5-fold CV" whatever ran: here three prompt groups allow three."""
+    rows = [dict(row, group=f"G{i % 3}") for i, row in enumerate(synthetic_rows(60))]
+    dataset = read_records(write_jsonl(tmp_path / "three-groups.jsonl", rows))
+    candidates = [_lexical("words", "response"), _underfit(), EnsembleCandidate("stack", "stack")]
+    report = distill(dataset, tmp_path / "run", TrainConfig.resolve(overrides={"budget": "none"}), candidates=candidates,
+                     progress=False)
+    stack = next(row for row in report["leaderboard"] if row["candidate"] == "stack")
+    assert stack["status"] == "trained" and stack["note"].startswith("inner 3-fold CV of the combiner"), stack
 
 
 def test_holdout_keeps_an_untouched_test_split_and_the_report_says_so(tmp_path):

@@ -62,7 +62,8 @@ class Blend:
 
 
 def cross_fitted(combiner, member_probs: list[np.ndarray], records: list[Record], classes, seed: int = 0):
-    """(out-of-fold probabilities of the combiner over `records`, the combiner fitted on all of them).
+    """(out-of-fold probabilities of the combiner over `records`, the combiner fitted on all of them, the
+    number of inner folds: INNER_FOLDS, or fewer where the rows' prompt groups or classes allow fewer).
 
     `member_probs` are the members' out-of-fold probabilities on these records.
     """
@@ -73,4 +74,4 @@ def cross_fitted(combiner, member_probs: list[np.ndarray], records: list[Record]
         fit, held = folds.fit_rows(fold), folds.held(fold)
         fitted = combiner.fit([p[fit] for p in member_probs], [labels[i] for i in fit], classes, seed)
         probs[held] = combiner.predict_proba(fitted, [p[held] for p in member_probs], classes)
-    return probs, combiner.fit(member_probs, labels, classes, seed)
+    return probs, combiner.fit(member_probs, labels, classes, seed), folds.k

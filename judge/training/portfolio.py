@@ -610,14 +610,14 @@ class EnsembleCandidate:
         combiner = {"stack": Stack, "blend": Blend}[self.combiner]()
         ctx.say(f"{self.name}: {self.combiner} of {', '.join(m.candidate for m in self.members)} on {len(rows)} "
                 "out-of-fold rows")
-        oof, fitted = cross_fitted(combiner, [m.probs[rows] for m in self.members], [ctx.records[i] for i in rows],
-                                   ctx.scheme.classes, ctx.config.seed)
+        oof, fitted, inner = cross_fitted(combiner, [m.probs[rows] for m in self.members],
+                                          [ctx.records[i] for i in rows], ctx.scheme.classes, ctx.config.seed)
         result.probs = np.zeros((len(ctx.records), len(ctx.scheme.classes)))
         result.probs[rows], result.covered = oof, covered
         result.view = max((m.view for m in self.members), key=list(VIEWS).index)
         result.design = design_of(covered, ctx.folds)
         result.settings = {"members": [m.candidate for m in self.members], "fitted": fitted}
-        result.note = "inner 5-fold CV of the combiner on the members' out-of-fold rows"
+        result.note = f"inner {inner}-fold CV of the combiner on the members' out-of-fold rows"
 
     def refit(self, records, scheme, config, result: Result, out: Path) -> dict:
         """Members refitted on all rows under members/; the combiner as fitted on their out-of-fold predictions."""
