@@ -246,11 +246,15 @@ def score(
                 check_writable(path)
         if write_back:
             check_writable(write_back, folder=True)
-        if escalating:  # a cache that cannot be opened is refused before anything is scored
+        judge = open_judge(judge_dir, engine)
+        if escalating:  # what would stop escalation (cache, threshold, key, rubric) is refused before scoring
             from judge.cache import Cache
+            from judge.collect import TeacherConfig
+            from judge.escalate import prepare_escalation
 
             Cache(cache).close()
-        judge = open_judge(judge_dir, engine)
+            teacher_config = TeacherConfig(model=teacher, base_url=base_url, api_key=api_key, rubric=judge.scheme.name)
+            threshold = prepare_escalation(judge, teacher_config, below=escalate_below, target_kappa=target_kappa)
         # Teacher labels only ride along here, in the files' own scheme (MM-SafetyBench verdicts can be
         # scored by a VLSBench judge); the judge's labels are always in its scheme.
         dataset = read_records(responses, format=format_, benchmark_data=benchmark_data, model_name=model_name,
@@ -258,17 +262,21 @@ def score(
         echo_skipped(dataset)
         rows, predictions = score_with_engine(judge, dataset.records, engine, batch_size=batch_size, address=address,
                                               workers=workers, progress=True)
-        if escalating:
-            from judge.collect import TeacherConfig
-            from judge.escalate import escalate_predictions, format_escalation
-
-            rows, predictions, stats = escalate_predictions(
-                judge, dataset.records, predictions, TeacherConfig(model=teacher, base_url=base_url, api_key=api_key,
-                                                                   rubric=judge.scheme.name),
-                below=escalate_below, target_kappa=target_kappa, cache_path=cache, progress=True)
-            typer.echo(format_escalation(stats), err=True)
     except InputError as exc:
         raise fail(exc) from None
+    stopped, exit_code = None, 0  # escalation that did not finish: the scored rows are still written, then it is said
+    if escalating:
+        from judge.escalate import escalate_predictions, format_escalation, mark_not_escalated
+
+        try:
+            rows, predictions, stats = escalate_predictions(judge, dataset.records, predictions, teacher_config,
+                                                            threshold, cache_path=cache, progress=True)
+            typer.echo(format_escalation(stats), err=True)
+        except (InputError, KeyboardInterrupt) as exc:  # a second Ctrl-C aborts the teacher calls in flight
+            due = mark_not_escalated(rows, predictions, threshold)
+            stopped, exit_code = (exc, 1) if isinstance(exc, InputError) else ("interrupted", 130)
+            stopped = (f"escalation stopped ({stopped}): the {due} responses below the threshold keep the student's "
+                       f"label (judge_teacher_status not_sent); rerun to escalate them (answers already paid for are cached)")
     if output:
         write_jsonl(output, rows)
         typer.echo(f"wrote {len(rows)} scored responses to {output}", err=True)
@@ -285,6 +293,9 @@ def score(
                 typer.echo(f"wrote {path}: {counts['relabelled']} relabelled, {counts['kept']} kept their label", err=True)
     except InputError as exc:
         raise fail(exc) from None
+    if stopped:
+        typer.secho(f"error: {stopped}", fg="red", err=True)
+        raise typer.Exit(code=exit_code)
 
 
 @app.command("eval")

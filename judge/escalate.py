@@ -141,36 +141,65 @@ def stored_threshold(meta: dict, target_kappa: float | None = None) -> float | N
     return chosen["threshold"] if chosen else float("inf")
 
 
-def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: Sequence[Prediction], teacher, *,
-                         below: float | None = None, target_kappa: float | None = None,
-                         cache_path: str | Path | None = None, progress: bool = False) -> tuple[list[dict], list[Prediction], dict]:
-    """Send the predictions less confident than the threshold to the teacher (through `judge.collect` and
-    its cache); return scored rows with ``judge_source`` "teacher" or "student", the final predictions
-    and counts. A failed teacher call keeps the student's label and is counted as failed.
-
-    The threshold is `below`, else the one `judge calibrate` stored (re-chosen for `target_kappa`).
-    `teacher` is a `judge.collect.TeacherConfig`.
-    """
-    from judge.collect import DEFAULT_CACHE, collect
+def prepare_escalation(judge: Judge, teacher, *, below: float | None = None,
+                       target_kappa: float | None = None) -> float:
+    """The threshold to escalate below: `below`, else the one `judge calibrate` stored (re-chosen for
+    `target_kappa`). Called before scoring, so that what would stop escalation anyway (no stored curve,
+    no API key, a rubric the judge's scheme cannot use) is refused before the scoring is paid for.
+    `teacher` is a `judge.collect.TeacherConfig`."""
+    from judge.collect import resolve_rubric
+    from judge.teacher import endpoint, get_key
 
     threshold = below if below is not None else stored_threshold(judge.meta, target_kappa)
     if threshold is None:
         raise InputError("the judge has no escalation curve: run `judge calibrate` on teacher labels first, "
                          "or give --escalate-below P", path=judge.path)
-    low = [i for i, p in enumerate(predictions) if p.confidence < threshold]
+    get_key(teacher.api_key, base_url=endpoint(teacher.base_url))
+    resolve_rubric(teacher, judge.scheme)
+    return threshold
+
+
+def due_for_teacher(predictions: Sequence[Prediction], threshold: float) -> list[int]:
+    return [i for i, p in enumerate(predictions) if p.confidence < threshold]
+
+
+def mark_not_escalated(rows: list[dict], predictions: Sequence[Prediction], threshold: float) -> int:
+    """Escalation stopped before the teacher answered: the rows due for it keep the student's label, marked
+    ``judge_teacher_status`` "not_sent" so they stay distinguishable from confident ones. Returns how many."""
+    due = due_for_teacher(predictions, threshold)
+    for i in due:
+        rows[i]["judge_teacher_status"] = "not_sent"
+    return len(due)
+
+
+def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: Sequence[Prediction], teacher,
+                         threshold: float, *, cache_path: str | Path | None = None,
+                         progress: bool = False) -> tuple[list[dict], list[Prediction], dict]:
+    """Send the predictions less confident than `threshold` (see `prepare_escalation`) to the teacher (through
+    `judge.collect` and its cache); return scored rows with ``judge_source`` "teacher" or "student", the final
+    predictions and counts. Rows due for the teacher also carry ``judge_teacher_status`` (ok, or why the
+    teacher gave no label: a failed call keeps the student's label and is counted as failed).
+    `teacher` is a `judge.collect.TeacherConfig`.
+    """
+    from judge.collect import DEFAULT_CACHE, collect
+
+    low = due_for_teacher(predictions, threshold)
     result = collect([records[i] for i in low], teacher, scheme=judge.scheme, cache_path=cache_path or DEFAULT_CACHE,
                      progress=progress)
     answers = {label.record_id: label for label in result.labels}
-    final, sources, outcome = list(predictions), ["student"] * len(records), Counter()
+    final, sources, statuses = list(predictions), ["student"] * len(records), {}
     for i in low:
         answer = answers.get(records[i].id)
         if answer is not None and answer.status == "ok":
             probs = answer.probs or {c: float(c == answer.label) for c in judge.classes_}
             final[i], sources[i] = Prediction(answer.label, probs), "teacher"
-        outcome[answer.status if answer is not None else "not_sent"] += 1
+        statuses[i] = answer.status if answer is not None else "not_sent"
+    outcome = Counter(statuses.values())
     stats = {"threshold": threshold, "n": len(records), "escalated": len(low), "teacher_labels": outcome.get("ok", 0),
              "teacher_failed": len(low) - outcome.get("ok", 0), "statuses": dict(outcome), "collect": result.stats}
     rows = [scored_row(r, p, judge, source) for r, p, source in zip(records, final, sources)]
+    for i, status in statuses.items():
+        rows[i]["judge_teacher_status"] = status
     return rows, final, stats
 
 

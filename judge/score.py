@@ -1,8 +1,9 @@
 """Scoring: a judge's labels for a dataset, written back onto the user's own rows.
 
 Each output row is the input row unchanged plus ``judge_label``, ``judge_label_code``,
-``judge_probs`` and ``judge_source`` (``student``, or ``teacher`` for escalated items), so a
-scored file can be read again by `judge eval` or any downstream tool.
+``judge_probs`` and ``judge_source`` (``student``, or ``teacher`` for escalated items; rows due for
+the teacher also get ``judge_teacher_status``), so a scored file can be read again by `judge eval`
+or any downstream tool.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from judge.errors import InputError
 from judge.model import Judge, Prediction
 from judge.records import Record
 
-OUTPUT_FIELDS = ("judge_label", "judge_label_code", "judge_probs", "judge_source")
+OUTPUT_FIELDS = ("judge_label", "judge_label_code", "judge_probs", "judge_source", "judge_teacher_status")
 ENGINES = ("local", "ray")
 
 

@@ -58,11 +58,16 @@ def get_key(explicit: str | None = None, env: str = "OPENAI_API_KEY", *, base_ur
     raise InputError(f"no OpenAI API key: pass --api-key or set {env}")
 
 
+def endpoint(base_url: str | None) -> str | None:
+    """The endpoint a client calls: the given URL, else OPENAI_BASE_URL, else None (OpenAI itself)."""
+    return base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+
 def make_client(*, api_key: str | None, base_url: str | None, max_retries: int, timeout: float):
     """An AsyncOpenAI client; its own retries back off exponentially and honour Retry-After."""
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    base_url = endpoint(base_url)
     return AsyncOpenAI(api_key=get_key(api_key, base_url=base_url), base_url=base_url,
                        max_retries=max_retries, timeout=timeout,
                        http_client=DefaultAsyncHttpxClient(event_hooks={"response": [_no_retry_without_quota]}))

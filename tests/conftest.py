@@ -41,6 +41,21 @@ def tiny_judge(tiny_bert, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def lexical_judge(tmp_path_factory) -> str:
+    """A TF-IDF judge (seconds to train), for what is the same for every student: reading files, escalation.
+    Shared: copy it before changing its judge.json."""
+    from typer.testing import CliRunner
+
+    from judge.cli import app
+
+    root = tmp_path_factory.mktemp("lexical-judge")
+    labels = write_jsonl(root / "labels.jsonl", synthetic_rows(120))
+    result = CliRunner().invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(root / "judge")])
+    assert result.exit_code == 0, result.output
+    return str(root / "judge")
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> str:
     """One local Ray cluster (2 CPUs) shared by every Ray test, shut down at the end; yields its address."""
     ray = pytest.importorskip("ray", reason='the Ray engine needs the extra: pip install -e ".[ray]"')

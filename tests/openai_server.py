@@ -128,6 +128,7 @@ class ScriptedOpenAI:
                 body = await request.json()
             except ClientDisconnect:  # a client killed mid-request (the SIGKILL tests)
                 return Response(status_code=499)
+            self.counts["arrived"] += 1  # before the scripted delay: a test can interrupt calls in flight
             text = json.dumps(body["messages"])
             await asyncio.sleep(self.delay + (1.5 if "#slow#" in text else 0.0))
             status, payload, headers = self.answer(body)

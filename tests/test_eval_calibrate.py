@@ -1,8 +1,14 @@
 """Agreement, calibration, escalation and the model card: numbers checked against values worked out by hand."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +29,7 @@ from tests.openai_server import ScriptedOpenAI
 from tests.tiny import PHRASES, synthetic_rows, write_jsonl
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- agreement ---------------------------------------------------------------------------------
@@ -533,3 +540,42 @@ def test_score_escalates_low_confidence_items_to_the_teacher(judge_copy, tmp_pat
         assert row["judge_label"] == (truth if row["judge_source"] == "teacher" else student[i].label)
     assert f"escalated {len(escalated)} of 20 responses" in result.output
     assert "1 teacher calls failed and kept the student's label (teacher_refused 1)" in result.output
+
+
+def sure_and_unsure_rows(sure: int, unsure: int) -> list[dict]:
+    """Rows the lexical judge is certain of (the synthetic wording: confidence 1.0), then rows in words it never saw
+    (confidence about 0.99), tagged item-N: --escalate-below 0.999 sends exactly the unsure ones to the teacher."""
+    return (synthetic_rows(sure, seed=4, with_labels=False)
+            + [{"id": f"u{i}", "question": "q", "response": f"zzz qqq item-{i}"} for i in range(unsure)])
+
+
+def score_interrupted(args: list[str], server: ScriptedOpenAI, log: Path, ctrl_c: int) -> tuple[int, str]:
+    """`judge score ARGS` in its own process, sent Ctrl-C `ctrl_c` times once 16 teacher calls are in flight."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
+    with log.open("w") as sink:
+        process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "score", *args], cwd=ROOT, env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while server.counts["arrived"] < 16 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(ctrl_c):
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        process.wait(timeout=180)
+    return process.returncode, log.read_text()
+
+
+def test_score_aborted_mid_escalation_still_writes_the_students_labels(lexical_judge, tmp_path):
+    """A second Ctrl-C aborts the teacher calls: the scored rows are written anyway, those due for the teacher marked."""
+    responses = write_jsonl(tmp_path / "r.jsonl", sure_and_unsure_rows(10, 24))
+    out = tmp_path / "out.jsonl"
+    with ScriptedOpenAI(delay=4.0) as server:
+        code, output = score_interrupted([str(responses), "-j", lexical_judge, "-o", str(out), "--escalate-below", "0.999",
+                                          "--teacher", "gpt-4o", "--base-url", server.url,
+                                          "--cache", str(tmp_path / "cache.sqlite")], server, tmp_path / "log", ctrl_c=2)
+    assert code == 130 and "Traceback" not in output, output
+    assert ("error: escalation stopped (interrupted): the 24 responses below the threshold keep the student's label "
+            "(judge_teacher_status not_sent)") in output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(row["judge_source"] == "student" for row in rows)
+    assert [row.get("judge_teacher_status") for row in rows] == [None] * 10 + ["not_sent"] * 24

@@ -36,16 +36,6 @@ CORPUS: dict[str, bytes] = {
 }
 
 
-@pytest.fixture(scope="module")
-def lexical_judge(tmp_path_factory) -> str:
-    """A TF-IDF judge (seconds to train): what reads the files is the same for every student."""
-    root = tmp_path_factory.mktemp("lexical-judge")
-    labels = write_jsonl(root / "labels.jsonl", synthetic_rows(120))
-    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--out", str(root / "judge")])
-    assert result.exit_code == 0, result.output
-    return str(root / "judge")
-
-
 def commands(path: str, judge_dir: str, out: str) -> dict[str, list[str]]:
     return {
         "score": ["score", path, "--judge", judge_dir],
@@ -174,6 +164,26 @@ def test_escalation_refuses_a_broken_cache_before_scoring(lexical_judge, tmp_pat
                                  "--cache", str(cache), "-o", str(tmp_path / "out.jsonl")])
     assert one_line_error(result, cache) and "not a usable teacher cache" in result.output, result.output
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_escalation_that_cannot_run_is_refused_before_scoring(lexical_judge, tmp_path, monkeypatch):
+    """No stored curve for --target-kappa, no API key: one line before the file is scored, not after it."""
+    import judge.score
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before escalation was checked")
+
+    monkeypatch.setattr(judge.score, "score_with_engine", never)
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    out = tmp_path / "out.jsonl"
+    for flags, error in ((["--target-kappa", "0.9"], f"{lexical_judge}: the judge has no escalation curve"),
+                         (["--escalate-below", "0.9"], "no OpenAI API key: pass --api-key or set OPENAI_API_KEY")):
+        result = runner.invoke(app, ["score", str(responses), "-j", lexical_judge, *flags,
+                                     "--cache", str(tmp_path / "cache.sqlite"), "-o", str(out)])
+        assert one_line_error(result, error), result.output
+    assert not out.exists()
 
 
 def test_drift_on_teacher_labels_of_one_class_gives_no_verdict(lexical_judge, tmp_path):
