@@ -223,6 +223,7 @@ def score(
     escalate_below: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Send responses with confidence below P to the teacher.")] = None,
     target_kappa: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0, help="Escalate below the threshold `judge calibrate` chose for kappa K.")] = None,
     teacher: Annotated[str, typer.Option(help="Teacher model for escalated responses.")] = "gpt-4o-2024-08-06",
+    prompt_file: Annotated[Optional[Path], typer.Option(help="Teacher prompt for escalated responses, with {question} and {response} (default: the built-in rubric the judge's labels were collected with; needed for a custom scheme).")] = None,
     base_url: BaseUrl = None,
     api_key: Annotated[Optional[str], typer.Option(help="Teacher API key (default: OPENAI_API_KEY). Never stored.")] = None,
     cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite) shared with `judge collect`.")] = Path("data_cache/teacher.sqlite"),
@@ -249,12 +250,14 @@ def score(
         judge = open_judge(judge_dir, engine)
         if escalating:  # what would stop escalation (cache, threshold, key, rubric) is refused before scoring
             from judge.cache import Cache
-            from judge.collect import TeacherConfig
-            from judge.escalate import prepare_escalation
+            from judge.escalate import escalation_teacher, prepare_escalation
 
             Cache(cache).close()
-            teacher_config = TeacherConfig(model=teacher, base_url=base_url, api_key=api_key, rubric=judge.scheme.name)
+            teacher_config, warnings = escalation_teacher(judge, model=teacher, prompt_file=prompt_file,
+                                                          base_url=base_url, api_key=api_key)
             threshold = prepare_escalation(judge, teacher_config, below=escalate_below, target_kappa=target_kappa)
+            for warning in warnings:
+                typer.echo(f"warning: {warning}", err=True)
         # Teacher labels only ride along here, in the files' own scheme (MM-SafetyBench verdicts can be
         # scored by a VLSBench judge); the judge's labels are always in its scheme.
         dataset = read_records(responses, format=format_, benchmark_data=benchmark_data, model_name=model_name,

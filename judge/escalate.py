@@ -141,6 +141,37 @@ def stored_threshold(meta: dict, target_kappa: float | None = None) -> float | N
     return chosen["threshold"] if chosen else float("inf")
 
 
+def escalation_teacher(judge: Judge, *, model: str, prompt_file: str | Path | None = None,
+                       base_url: str | None = None, api_key: str | None = None):
+    """The `judge.collect.TeacherConfig` for escalated rows, and warnings. The prompt is `prompt_file`, else
+    the built-in rubric the artifact's labels were collected with (judge.json ``teacher.rubric_sha256``),
+    else the built-in rubric of the judge's scheme; a custom scheme has none, so it needs `prompt_file`.
+    A prompt other than the recorded one is warned about: the teacher would grade by another rubric."""
+    from judge.collect import TeacherConfig
+    from judge.teacher import BUILTIN_RUBRICS, RUBRIC_DIR, load_rubric
+
+    recorded = set(judge.meta.get("teacher", {}).get("rubric_sha256") or [])
+    if prompt_file is not None:
+        prompt = {"prompt_file": str(prompt_file)}
+    elif judge.scheme.name in BUILTIN_RUBRICS:
+        prompt = {"rubric": judge.scheme.name}
+    else:  # a built-in rubric's text may have been given to `judge collect` as a prompt file for this scheme
+        used = [name for name in BUILTIN_RUBRICS if load_rubric(name).sha256 in recorded]
+        if not used:
+            raise InputError(f"the judge's scheme {judge.scheme.name!r} has no built-in teacher rubric and judge.json "
+                             f"records none: give the prompt its labels were collected with, --prompt-file FILE",
+                             path=judge.path)
+        prompt = {"prompt_file": str(RUBRIC_DIR / f"{used[0]}.txt")}
+    teacher = TeacherConfig(model=model, base_url=base_url, api_key=api_key, **prompt)
+    warnings = []
+    rubric = load_rubric(teacher.rubric, teacher.prompt_file)
+    if recorded and rubric.sha256 not in recorded:
+        warnings.append(f"the teacher prompt {rubric.name} is not the one the judge's labels were collected with "
+                        f"(rubric SHA-256 {', '.join(sorted(recorded))} in judge.json): the teacher may grade escalated "
+                        f"rows by another rubric")
+    return teacher, warnings
+
+
 def prepare_escalation(judge: Judge, teacher, *, below: float | None = None,
                        target_kappa: float | None = None) -> float:
     """The threshold to escalate below: `below`, else the one `judge calibrate` stored (re-chosen for
