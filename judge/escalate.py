@@ -99,8 +99,11 @@ def escalation_plan(judge: Judge, records: Sequence[Record], target_kappa: float
         "source": str(source) if source else None,
         "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
     }
-    judge.meta["escalation"] = {**plan, "curve": [[round(p["threshold"], 6), round(p["escalated_share"], 6),
-                                                   round(p["kappa"], 6)] for p in curve]}
+    # thresholds at full precision: a confident student's confidences differ from 1 (and from each other) by
+    # less than 1e-6, so a rounded curve re-chose 1.0, every item, for any other target kappa
+    judge.meta["escalation"] = {**plan, "exact_thresholds": True,
+                                "curve": [[p["threshold"], round(p["escalated_share"], 6), round(p["kappa"], 6)]
+                                          for p in curve]}
     return {**plan, "curve": curve}
 
 
@@ -128,9 +131,15 @@ def out_of_fold_escalation(records: Sequence[Record], confidence: np.ndarray, st
             "escalated_share": float(escalated.mean()), "escalated_share_ci": bootstrap_share(escalated, groups)}
 
 
-def stored_threshold(meta: dict, target_kappa: float | None = None) -> float | None:
+ROUNDED_CURVE_LIMIT = 1e-5  # 1 - threshold under which a curve rounded to 6 decimals cannot place a threshold
+
+
+def stored_threshold(meta: dict, target_kappa: float | None = None, *, path: object = None) -> float | None:
     """The escalation threshold from judge.json: the stored one, or re-chosen on the stored curve for
-    another `target_kappa`. None when the artifact has no curve (run `judge calibrate`)."""
+    another `target_kappa`. None when the artifact has no curve (run `judge calibrate`).
+
+    Curves written before ``exact_thresholds`` hold thresholds rounded to 6 decimals: still read, but a
+    threshold re-chosen within 1e-5 of 1 is refused, since the rounding could send every item to the teacher."""
     escalation = meta.get("escalation")
     if not escalation:
         return None
@@ -138,6 +147,10 @@ def stored_threshold(meta: dict, target_kappa: float | None = None) -> float | N
         return escalation["threshold"] if escalation["threshold"] is not None else float("inf")
     curve = [{"threshold": t, "escalated_share": s, "escalated": s, "kappa": k} for t, s, k in escalation["curve"]]
     chosen = choose_threshold(curve, target_kappa)
+    if chosen and not escalation.get("exact_thresholds") and 1 - chosen["threshold"] < ROUNDED_CURVE_LIMIT:
+        raise InputError(f"judge.json keeps its escalation curve rounded to 6 decimals, too coarse for the threshold of "
+                         f"kappa {target_kappa} (confidences that close to 1): rerun `judge calibrate` to store it exactly, "
+                         f"or use --target-kappa {escalation['target_kappa']} or --escalate-below P", path=path)
     return chosen["threshold"] if chosen else float("inf")
 
 
@@ -181,7 +194,7 @@ def prepare_escalation(judge: Judge, teacher, *, below: float | None = None,
     from judge.collect import resolve_rubric
     from judge.teacher import endpoint, get_key
 
-    threshold = below if below is not None else stored_threshold(judge.meta, target_kappa)
+    threshold = below if below is not None else stored_threshold(judge.meta, target_kappa, path=judge.path)
     if threshold is None:
         raise InputError("the judge has no escalation curve: run `judge calibrate` on teacher labels first, "
                          "or give --escalate-below P", path=judge.path)

@@ -295,6 +295,36 @@ def test_escalation_curve_on_a_hand_made_array():
 
 
 
+def test_another_target_kappa_is_chosen_on_thresholds_kept_exact(lexical_judge, tmp_path):
+    """A confident student's confidences sit within 1e-6 of 1: on a curve rounded to 6 decimals every other target
+    re-chose 1.0 and sent every item to the teacher. Curves written that way are still read."""
+    from judge.escalate import escalation_plan
+
+    judge = Judge.without_model(shutil.copytree(lexical_judge, tmp_path / "judge"))
+    judge.meta.pop("calibration")  # T = 1 on the logits below
+    rows = [{**row, "id": f"c{i}"} for i, row in enumerate(synthetic_rows(120, seed=5))]
+    records = read_records(write_jsonl(tmp_path / "calib.jsonl", rows), scheme=judge.scheme).records
+    teacher = np.array([judge.classes_.index(r.label) for r in records])
+    rng = np.random.default_rng(0)
+    student = np.where(rng.random(len(records)) < 0.12, (teacher + 1) % 3, teacher)
+    logits = np.zeros((len(records), 3))
+    logits[np.arange(len(records)), student] = rng.uniform(14.5, 25, len(records))  # margins of 14.5 to 25 nats
+    plan = escalation_plan(judge, records, 0.9, logits=logits)
+    judge.save_meta()
+    meta = json.loads((tmp_path / "judge" / "judge.json").read_text())
+    for target in (0.85, 0.8):
+        exact = choose_threshold(plan["curve"], target)
+        assert 1 - 1e-6 < exact["threshold"] < 1 and 0 < exact["escalated_share"] < 0.5
+        assert stored_threshold(meta, target) == exact["threshold"]
+    # a judge.json written before: the curve rounded, no exact_thresholds
+    old = {**meta["escalation"], "curve": [[round(t, 6), s, k] for t, s, k in meta["escalation"]["curve"]]}
+    del old["exact_thresholds"]
+    assert stored_threshold({"escalation": old}) == plan["threshold"]  # its own target: kept exactly, as before
+    with pytest.raises(InputError, match="rounded to 6 decimals, too coarse for the threshold of kappa 0.85"):
+        stored_threshold({"escalation": old}, 0.85)
+    far_from_one = {**old, "curve": [[0.4, 0.0, 0.0], [0.7, 0.5, 0.95]]}
+    assert stored_threshold({"escalation": far_from_one}, 0.93) == 0.7
+
 def _calibration_rows(n_groups: int, seed: int):
     """Two responses a prompt; the student errs on ~25% of rows, and only those have confidence below 0.6."""
     rng = np.random.default_rng(seed)
