@@ -222,7 +222,7 @@ def score(
     write_back: Annotated[Optional[Path], typer.Option(help="Folder to rewrite the benchmark files into, with the judge's labels.")] = None,
     escalate_below: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Send responses with confidence below P to the teacher.")] = None,
     target_kappa: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0, help="Escalate below the threshold `judge calibrate` chose for kappa K.")] = None,
-    teacher: Annotated[str, typer.Option(help="Teacher model for escalated responses.")] = "gpt-4o-2024-08-06",
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher model for escalated responses (default: the one judge.json records for the judge's labels, else gpt-4o-2024-08-06).")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Teacher prompt for escalated responses, with {question} and {response} (default: the built-in rubric the judge's labels were collected with; needed for a custom scheme).")] = None,
     base_url: BaseUrl = None,
     api_key: Annotated[Optional[str], typer.Option(help="Teacher API key (default: OPENAI_API_KEY). Never stored.")] = None,

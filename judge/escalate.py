@@ -154,15 +154,26 @@ def stored_threshold(meta: dict, target_kappa: float | None = None, *, path: obj
     return chosen["threshold"] if chosen else float("inf")
 
 
-def escalation_teacher(judge: Judge, *, model: str, prompt_file: str | Path | None = None,
+def escalation_teacher(judge: Judge, *, model: str | None = None, prompt_file: str | Path | None = None,
                        base_url: str | None = None, api_key: str | None = None):
-    """The `judge.collect.TeacherConfig` for escalated rows, and warnings. The prompt is `prompt_file`, else
-    the built-in rubric the artifact's labels were collected with (judge.json ``teacher.rubric_sha256``),
-    else the built-in rubric of the judge's scheme; a custom scheme has none, so it needs `prompt_file`.
-    A prompt other than the recorded one is warned about: the teacher would grade by another rubric."""
+    """The `judge.collect.TeacherConfig` for escalated rows, and warnings: escalated rows should get the labels
+    the student learned to reproduce. The model is `model`, else the one judge.json records for the labels
+    (``teacher.models``), else the default. The prompt is `prompt_file`, else the built-in rubric the labels
+    were collected with (``teacher.rubric_sha256``), else the built-in rubric of the judge's scheme; a custom
+    scheme has none, so it needs `prompt_file`. A model or prompt other than the recorded one is warned about."""
     from judge.collect import TeacherConfig
-    from judge.teacher import BUILTIN_RUBRICS, RUBRIC_DIR, load_rubric
+    from judge.teacher import BUILTIN_RUBRICS, DEFAULT_MODEL, RUBRIC_DIR, load_rubric, same_model
 
+    warnings = []
+    models = judge.meta.get("teacher", {}).get("models") or []
+    if model is None:
+        if len(models) > 1:
+            raise InputError(f"the judge's labels came from several teachers ({', '.join(models)}): name the one "
+                             f"for escalated responses with --teacher", path=judge.path)
+        model = models[0] if models else DEFAULT_MODEL
+    elif models and not any(same_model(model, recorded) for recorded in models):
+        warnings.append(f"the judge learned from labels by {', '.join(models)}, not {model}: escalated rows may be "
+                        f"graded differently from the rest")
     recorded = set(judge.meta.get("teacher", {}).get("rubric_sha256") or [])
     if prompt_file is not None:
         prompt = {"prompt_file": str(prompt_file)}
@@ -176,7 +187,6 @@ def escalation_teacher(judge: Judge, *, model: str, prompt_file: str | Path | No
                              path=judge.path)
         prompt = {"prompt_file": str(RUBRIC_DIR / f"{used[0]}.txt")}
     teacher = TeacherConfig(model=model, base_url=base_url, api_key=api_key, **prompt)
-    warnings = []
     rubric = load_rubric(teacher.rubric, teacher.prompt_file)
     if recorded and rubric.sha256 not in recorded:
         warnings.append(f"the teacher prompt {rubric.name} is not the one the judge's labels were collected with "

@@ -42,6 +42,13 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4-turbo": (10.00, 30.00),
 }
 BATCH_DISCOUNT = 0.5  # the Batch API bills half
+DEFAULT_MODEL = "gpt-4o-2024-08-06"
+
+
+def same_model(named: str, recorded: str) -> bool:
+    """Whether the model a user names is the one recorded, which the API reports as the dated snapshot
+    behind an alias (gpt-4o -> gpt-4o-2024-08-06)."""
+    return recorded == named or re.fullmatch(re.escape(named) + r"-\d{4}-\d{2}-\d{2}", recorded) is not None
 
 
 def get_key(explicit: str | None = None, env: str = "OPENAI_API_KEY", *, base_url: str | None = None) -> str:

@@ -658,3 +658,35 @@ def test_a_custom_scheme_judge_escalates_with_the_prompt_its_labels_came_from(tm
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "warning:" not in result.output, result.output
         assert server.counts["chat"] == 12 and server.requests[-1]["text"].startswith("You are reviewing how an AI")
+
+
+def test_escalation_goes_to_the_teacher_the_judge_learned_from(lexical_judge, tmp_path):
+    """Without --teacher the model judge.json records for the labels is called, not a fixed default; a different
+    one named is warned about (an alias of the recorded snapshot is the same model)."""
+    copy = shutil.copytree(lexical_judge, tmp_path / "judge")
+    meta = json.loads((copy / "judge.json").read_text())
+    (copy / "judge.json").write_text(json.dumps({**meta, "teacher": {**meta["teacher"], "models": ["gpt-4o-mini-2024-07-18"]}}))
+    responses = write_jsonl(tmp_path / "r.jsonl", sure_and_unsure_rows(4, 2))
+    models = []
+
+    class Recording(ScriptedOpenAI):
+        def answer(self, body):
+            models.append(body["model"])
+            return super().answer(body)
+
+    warning = "warning: the judge learned from labels by gpt-4o-mini-2024-07-18, not gpt-4o: escalated rows may be graded"
+    with Recording() as server:
+        args = ["score", str(responses), "-j", str(copy), "--escalate-below", "0.999", "--base-url", server.url,
+                "--api-key", "test", "--cache", str(tmp_path / "cache.sqlite")]
+        for flags, called, warned in (([], "gpt-4o-mini-2024-07-18", False), (["--teacher", "gpt-4o-mini"], "gpt-4o-mini", False),
+                                      (["--teacher", "gpt-4o"], "gpt-4o", True)):
+            result = runner.invoke(app, [*args, *flags])
+            assert result.exit_code == 0 and (warning in result.output) == warned, result.output
+            assert models[-2:] == [called, called]
+        two = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18"]
+        (copy / "judge.json").write_text(json.dumps({**meta, "teacher": {**meta["teacher"], "models": two}}))
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and result.output.strip() == (
+            f"error: {copy}: the judge's labels came from several teachers (gpt-4o-2024-08-06, gpt-4o-mini-2024-07-18): "
+            f"name the one for escalated responses with --teacher"), result.output
+        assert len(models) == 6
