@@ -275,6 +275,7 @@ def score(
             rows, predictions, stats = escalate_predictions(judge, dataset.records, predictions, teacher_config,
                                                             threshold, cache_path=cache, progress=True)
             typer.echo(format_escalation(stats), err=True)
+            exit_code = 130 if stats["collect"]["stopped"] == "interrupted" else 0  # as `judge collect` does
         except (InputError, KeyboardInterrupt) as exc:  # a second Ctrl-C aborts the teacher calls in flight
             due = mark_not_escalated(rows, predictions, threshold)
             stopped, exit_code = (exc, 1) if isinstance(exc, InputError) else ("interrupted", 130)
@@ -298,6 +299,7 @@ def score(
         raise fail(exc) from None
     if stopped:
         typer.secho(f"error: {stopped}", fg="red", err=True)
+    if exit_code:
         raise typer.Exit(code=exit_code)
 
 

@@ -236,6 +236,7 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
     `teacher` is a `judge.collect.TeacherConfig`.
     """
     from judge.collect import DEFAULT_CACHE, collect
+    from judge.teacher import price_of
 
     low = due_for_teacher(predictions, threshold)
     result = collect([records[i] for i in low], teacher, scheme=judge.scheme, cache_path=cache_path or DEFAULT_CACHE,
@@ -250,7 +251,9 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
         statuses[i] = answer.status if answer is not None else "not_sent"
     outcome = Counter(statuses.values())
     stats = {"threshold": threshold, "n": len(records), "escalated": len(low), "teacher_labels": outcome.get("ok", 0),
-             "teacher_failed": len(low) - outcome.get("ok", 0), "statuses": dict(outcome), "collect": result.stats}
+             "teacher_failed": len(low) - outcome.get("ok", 0), "statuses": dict(outcome), "collect": result.stats,
+             "model": teacher.model, "priced": price_of(teacher.model, teacher.prices) is not None or result.stats["spent"] > 0,
+             "cost_per_call": judge.meta.get("escalation", {}).get("cost", {}).get("cost_per_call")}
     rows = [scored_row(r, p, judge, source) for r, p, source in zip(records, final, sources)]
     for i, status in statuses.items():
         rows[i]["judge_teacher_status"] = status
@@ -258,10 +261,24 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
 
 
 def format_escalation(stats: dict) -> str:
-    failed = (f"; {stats['teacher_failed']} teacher calls failed and kept the student's label "
-              f"({', '.join(f'{k} {v}' for k, v in stats['statuses'].items() if k != 'ok')})" if stats["teacher_failed"] else "")
-    return (f"escalated {stats['escalated']} of {stats['n']} responses (confidence below {format_confidence(stats['threshold'])}) "
-            f"to the teacher: {stats['teacher_labels']} teacher labels{failed}")
+    """The summary: where the labels came from, what failed, and what the teacher calls cost."""
+    failed = {k: v for k, v in stats["statuses"].items() if k != "ok"}
+    interrupted = stats["collect"]["stopped"] == "interrupted"
+    unsent = failed.pop("not_sent", 0) if interrupted else 0
+    line = (f"escalated {stats['escalated']} of {stats['n']} responses (confidence below {format_confidence(stats['threshold'])}) "
+            f"to the teacher: {stats['teacher_labels']} teacher labels")
+    if failed:
+        line += (f"; {sum(failed.values())} teacher calls failed and kept the student's label "
+                 f"({', '.join(f'{k} {v}' for k, v in failed.items())})")
+    calls, per_call = stats["collect"]["sent"], stats["cost_per_call"]
+    spend = (f"{calls} teacher calls sent, ${stats['collect']['spent']:.4f} spent" if stats["priced"] else
+             f"{calls} teacher calls sent, about ${calls * per_call:.2f} at ${per_call}/call (judge calibrate's "
+             f"--cost-per-call)" if per_call is not None else f"{calls} teacher calls sent (no price known for {stats['model']})")
+    lines = [line, spend]
+    if interrupted:
+        lines.append(f"interrupted: {unsent} responses due for the teacher were not sent and keep the student's label "
+                     f"(judge_teacher_status not_sent); rerun to send them (nothing is paid twice)")
+    return "\n".join(lines)
 
 
 def curve_rows(curve: Sequence[dict], shares: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)) -> list[dict]:

@@ -611,6 +611,41 @@ def test_score_aborted_mid_escalation_still_writes_the_students_labels(lexical_j
     assert [row.get("judge_teacher_status") for row in rows] == [None] * 10 + ["not_sent"] * 24
 
 
+def test_ctrl_c_during_escalation_says_what_was_spent_and_exits_130(lexical_judge, tmp_path):
+    """As in `judge collect`: the first Ctrl-C lets the calls in flight land, the scored rows are written, the spend
+    is printed and the exit code is 130 (it was 0, with the unsent rows reported as failed calls)."""
+    responses = write_jsonl(tmp_path / "r.jsonl", sure_and_unsure_rows(10, 24))
+    out = tmp_path / "out.jsonl"
+    with ScriptedOpenAI(delay=3.0, usage=(1000, 100)) as server:  # gpt-4o: $2.50 + $1.00 per 1,000 calls
+        args = [str(responses), "-j", lexical_judge, "-o", str(out), "--escalate-below", "0.999", "--teacher", "gpt-4o",
+                "--base-url", server.url, "--cache", str(tmp_path / "cache.sqlite")]
+        code, output = score_interrupted(args, server, tmp_path / "log", ctrl_c=1)
+        assert code == 130 and "Traceback" not in output, output
+        assert "16 teacher calls sent, $0.0560 spent" in output  # 16 calls in flight (the client's concurrency)
+        assert ("interrupted: 8 responses due for the teacher were not sent and keep the student's label "
+                "(judge_teacher_status not_sent); rerun to send them") in output
+        assert "calls failed" not in output
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [row["judge_source"] for row in rows].count("teacher") == 16
+        assert [row.get("judge_teacher_status") for row in rows[10:]].count("not_sent") == 8
+        result = runner.invoke(app, ["score", *args], env={"OPENAI_API_KEY": "sk-test"})
+        assert result.exit_code == 0 and "8 teacher calls sent" in result.output, result.output
+        assert server.counts["chat"] == 24  # the rerun sent only the 8: nothing paid twice
+
+def test_escalation_spend_without_a_token_price_uses_calibrates_cost_per_call(lexical_judge, tmp_path):
+    copy = shutil.copytree(lexical_judge, tmp_path / "judge")
+    calib = write_jsonl(tmp_path / "calib.jsonl", [{**row, "id": f"c{i}"} for i, row in enumerate(synthetic_rows(60, seed=5))])
+    assert runner.invoke(app, ["calibrate", str(calib), "-j", str(copy), "--cost-per-call", "0.01"]).exit_code == 0
+    responses = write_jsonl(tmp_path / "r.jsonl", sure_and_unsure_rows(4, 2))
+    with ScriptedOpenAI() as server:
+        for run, (judge_dir, spend) in enumerate((
+                (copy, "2 teacher calls sent, about $0.02 at $0.01/call (judge calibrate's --cost-per-call)"),
+                (lexical_judge, "2 teacher calls sent (no price known for my-teacher)"))):
+            result = runner.invoke(app, ["score", str(responses), "-j", str(judge_dir), "--escalate-below", "0.999",
+                                         "--teacher", "my-teacher", "--base-url", server.url, "--api-key", "test",
+                                         "--cache", str(tmp_path / f"cache{run}.sqlite")])  # each run pays its calls
+            assert result.exit_code == 0 and spend in result.output, result.output
+
 def test_a_custom_scheme_judge_escalates_with_the_prompt_its_labels_came_from(tmp_path):
     """A custom scheme has no built-in rubric: escalation asks for --prompt-file (before scoring) and warns when the
     one given is not the prompt recorded for the judge's labels."""
