@@ -210,22 +210,16 @@ def test_library_distill_refuses_an_unwritable_folder_before_training(tmp_path, 
         distill.distill(read_records(labels), labels)
 
 
-def test_a_holdout_smaller_than_every_prompt_group_is_one_line(tmp_path):
-    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(60))
-    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.01",
+@pytest.mark.parametrize("n, holdout, message", [
+    (60, "0.01", "holdout 0.01: no whole prompt group can be held out (1% of 60 labelled rows in 30 prompt groups)"),
+    # the minimum was once checked before the holdout: a judge shipped fitted on fewer than 20 rows
+    (24, "0.3", "only 18 labelled records left to train on: distillation needs at least 20 (holdout 0.3 took the other 6)"),
+])
+def test_a_holdout_that_leaves_nothing_to_test_or_too_little_to_train_is_one_line(tmp_path, n, holdout, message):
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(n))
+    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", holdout,
                                  "--out", str(tmp_path / "run")])
-    assert one_line_error(result, f"{labels}: holdout 0.01: no whole prompt group can be held out (1% of 60 "
-                                  "labelled rows in 30 prompt groups)"), result.output
-    assert not (tmp_path / "run").exists()
-
-
-def test_too_few_rows_left_after_the_holdout_is_one_line(tmp_path):
-    """The minimum was checked before the holdout: a judge shipped fitted on fewer than 20 rows."""
-    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(24))
-    result = runner.invoke(app, ["distill", str(labels), "--student", "lexical", "--holdout", "0.3",
-                                 "--out", str(tmp_path / "run")])
-    assert one_line_error(result, f"{labels}: only 18 labelled records left to train on: distillation needs at least "
-                                  "20 (holdout 0.3 took the other 6)"), result.output
+    assert one_line_error(result, f"{labels}: {message}"), result.output
     assert not (tmp_path / "run").exists()
 
 
