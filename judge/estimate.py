@@ -37,7 +37,7 @@ from judge.errors import InputError
 from judge.metrics import group_by
 from judge.model import read_meta, row_key
 from judge.records import Record, build_dataset, file_sha256, read_records, rows_from_jsonl
-from judge.schemes import BUILTIN_SCHEMES, Scheme, load_scheme
+from judge.schemes import Scheme, builtin_with_classes, load_scheme
 
 ALPHA = 0.05
 MIN_TEACHER = 30  # fewer teacher labels in a group: warn that its interval rests on little
@@ -244,10 +244,9 @@ class Inputs:
 def _scheme_of_probs(keys: set[str], named: str | Scheme | None) -> Scheme:
     if named is not None:
         return load_scheme(named)
-    for name in BUILTIN_SCHEMES:
-        scheme = load_scheme(name)
-        if set(scheme.classes) == keys:
-            return scheme
+    scheme = builtin_with_classes(keys)
+    if scheme is not None:
+        return scheme
     raise InputError(f"judge_probs has classes {sorted(keys)}, which no built-in scheme has: name it with --scheme or --judge")
 
 

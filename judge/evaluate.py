@@ -138,13 +138,13 @@ def _student_side(scored: str, scheme: str | Scheme | None):
     """The scored file read with the student's own scheme: the one its ``judge_probs`` name, where labels alone
     are ambiguous (a binary judge that called everything unsafe reads as VLSBench by its labels)."""
     from judge.records import read_records
-    from judge.schemes import BUILTIN_SCHEMES, load_scheme
+    from judge.schemes import builtin_with_classes
 
     students = read_records(scored, scheme=scheme, label_field="judge_label")
     probs = next((r.raw.get("judge_probs") for r in students.records if isinstance(r.raw.get("judge_probs"), dict)), None)
     if scheme is None and probs and set(probs) != set(students.scheme.classes):
-        named = next((name for name in BUILTIN_SCHEMES if set(load_scheme(name).classes) == set(probs)), None)
-        if named:
+        named = builtin_with_classes(probs)
+        if named is not None:
             students = read_records(scored, scheme=named, label_field="judge_label")
     return students
 

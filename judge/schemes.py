@@ -169,6 +169,12 @@ def load_scheme(name_or_path: str | Path | Scheme) -> Scheme:
         raise InputError(f"{path}: not a valid scheme file: {exc}") from None
 
 
+def builtin_with_classes(classes: Iterable[str]) -> Scheme | None:
+    """The built-in scheme whose labels are exactly `classes` (e.g. the keys of a scored file's judge_probs)."""
+    wanted = set(classes)
+    return next((scheme for scheme in map(load_scheme, BUILTIN_SCHEMES) if set(scheme.classes) == wanted), None)
+
+
 def detect_scheme(raw_labels: Iterable[tuple[str, int, object]]) -> Scheme:
     """Pick the built-in scheme the labels are written in, or fail naming the lines that disagree.
 
