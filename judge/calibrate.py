@@ -21,10 +21,10 @@ from scipy.special import log_softmax
 from sklearn.model_selection import GroupKFold
 
 from judge.errors import InputError
-from judge.metrics import MIN_GROUPS, agreement
+from judge.metrics import agreement
 from judge.model import Judge, floored_log, seen_in_training, softmax
 from judge.records import Record, file_sha256, sources_of
-from judge.report import save_figure
+from judge.report import save_figure, with_ci
 
 N_BINS = 15
 T_BOUNDS = (0.05, 20.0)
@@ -257,15 +257,10 @@ def drift(judge: Judge, records: Sequence[Record], *, n_boot: int = 1000, seed: 
 
 def format_drift(result: dict) -> str:
     """One plain sentence a user can act on."""
-    def kappa(block):
-        ci = block.get("kappa_ci")
-        if ci is None and block.get("groups", MIN_GROUPS) < MIN_GROUPS:
-            return f"{block['kappa']:.3f} (no interval: {block['groups']} prompt groups)"
-        return f"{block['kappa']:.3f}" + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
     if result["verdict"] == "unknown":
-        return f"kappa on {result['n']} new teacher labels: {kappa(result)}; the artifact has no training-time kappa to compare"
-    message = (f"kappa on {result['n']} new teacher labels: {kappa(result)}; at training time: "
-               f"{kappa(result['training'])} (n={result['training']['n']})")
+        return f"kappa on {result['n']} new teacher labels: {with_ci(result, 'kappa')}; the artifact has no training-time kappa to compare"
+    message = (f"kappa on {result['n']} new teacher labels: {with_ci(result, 'kappa')}; at training time: "
+               f"{with_ci(result['training'], 'kappa')} (n={result['training']['n']})")
     if result["verdict"] == "within":
         return message + "\nwithin: the judge still agrees with its teacher as well as it did at training time"
     return message + ("\nDEGRADED: agreement is below what was measured at training time; collect new teacher "

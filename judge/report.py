@@ -63,12 +63,12 @@ def agreement_blocks(report: dict) -> list[tuple]:
     """The report laid out as ("text", paragraph) and ("table", title, header, rows) blocks."""
     o = report["overall"]
     classes = o["classes"]
-    blocks: list[tuple] = [("text", f"n={o['n']}  kappa={_with_ci(o, 'kappa')}"
-                            + (f"  weighted kappa={_with_ci(o, 'weighted_kappa')}" if o.get("weighted_kappa") is not None else "")
-                            + f"  accuracy={_with_ci(o, 'accuracy')}  macro-F1={_num(o['macro_f1'])}")]
+    blocks: list[tuple] = [("text", f"n={o['n']}  kappa={with_ci(o, 'kappa')}"
+                            + (f"  weighted kappa={with_ci(o, 'weighted_kappa')}" if o.get("weighted_kappa") is not None else "")
+                            + f"  accuracy={with_ci(o, 'accuracy')}  macro-F1={_num(o['macro_f1'])}")]
     if "binary" in o:
-        blocks.append(("text", f"binary safe/unsafe: kappa={_with_ci(o['binary'], 'kappa')}  "
-                               f"accuracy={_with_ci(o['binary'], 'accuracy')}"))
+        blocks.append(("text", f"binary safe/unsafe: kappa={with_ci(o['binary'], 'kappa')}  "
+                               f"accuracy={with_ci(o['binary'], 'accuracy')}"))
     blocks.append(("table", "per class", ["class", "precision", "recall", "F1", "support"],
                    [[c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
                     for c, v in o["per_class"].items()]))
@@ -88,7 +88,7 @@ def agreement_blocks(report: dict) -> list[tuple]:
     for field, groups in report.get("by", {}).items():
         blocks.append(("table", f"agreement by {field}",
                        [field, "n", "kappa [95% CI]", "accuracy [95% CI]", "macro-F1"],
-                       [[k, str(v["n"]), _kappa_cell(v), _with_ci(v, "accuracy", said=""), _num(v["macro_f1"])]
+                       [[k, str(v["n"]), _kappa_cell(v), with_ci(v, "accuracy", said=""), _num(v["macro_f1"])]
                         for k, v in groups.items()]))
     view = report.get("benchmark_view")
     if view:
@@ -98,7 +98,7 @@ def agreement_blocks(report: dict) -> list[tuple]:
                            + (f"; the student's rate: {view['student_rate']}" if view.get("student_rate") else "")))
         if view["kendall_tau"] is not None:
             blocks.append(("text", "Kendall's tau between the teacher's and the student's model rankings: "
-                                   + _with_ci(view, "kendall_tau")))
+                                   + with_ci(view, "kendall_tau")))
     plan = report.get("labels_plan")
     if plan:
         blocks.append(("table", f"teacher labels per {plan['by']} for a {1 - plan['alpha']:.0%} interval of "
@@ -112,7 +112,7 @@ def agreement_blocks(report: dict) -> list[tuple]:
     return blocks
 
 
-def _with_ci(figures: dict, name: str, *, said: str = "95% CI ") -> str:
+def with_ci(figures: dict, name: str, *, said: str = "95% CI ") -> str:
     """`0.863 [95% CI 0.783, 0.937]`, a figure with its interval where one was computed (`said=""` in a
     table whose header names the interval)."""
     ci = figures.get(f"{name}_ci")
@@ -129,7 +129,7 @@ def _kappa_cell(group: dict) -> str:
     """Kappa, or why there is none: with one teacher class kappa is 0 or undefined whatever the student does."""
     if sum(v["support"] > 0 for v in group["per_class"].values()) == 1:
         return "n/a, one class"
-    return _with_ci(group, "kappa", said="")
+    return with_ci(group, "kappa", said="")
 
 
 def benchmark_table(view: dict) -> tuple[list[str], list[list[str]]]:
