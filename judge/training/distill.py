@@ -42,6 +42,7 @@ def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dic
     """What the judge was trained on: source hashes, sizes, and the groups and counts of the rows it was
     trained on, held-out rows apart (for the artifact and card)."""
     labelled = dataset.labelled
+    held_groups = len({r.prompt_group for r in test})
     return {
         "sources": [{"path": str(p), "sha256": file_sha256(p)} for p in dataset.sources if Path(p).is_file()],
         "lines_read": dataset.lines_read,
@@ -49,10 +50,10 @@ def data_summary(dataset: Dataset, trained: list, test: list, folds: int) -> dic
         "labelled": len(labelled),
         "trained_on": len(trained),  # every labelled row not held out: the shipped student was fitted on all of them
         "holdout": len(test),
-        "holdout_groups": len({r.prompt_group for r in test}),
+        "holdout_groups": held_groups,
         # what the holdout took of the labelled rows and their prompt groups (config.holdout is what was asked)
         "holdout_share": {"rows": round(len(test) / len(labelled), 4),
-                          "groups": round(len({r.prompt_group for r in test}) / len({r.prompt_group for r in labelled}), 4)},
+                          "groups": round(held_groups / len({r.prompt_group for r in labelled}), 4)},
         "folds": folds,
         "groups": len({r.prompt_group for r in trained}),
         "label_counts": dict(Counter(r.label for r in trained)),
@@ -150,7 +151,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         predictions = shipped_judge.predict(test, progress=progress)
         share = data["holdout_share"]
         report = {"split": "test", "method": f"held-out test split: {len(test)} rows from "
-                  f"{len({r.prompt_group for r in test})} prompt groups ({share['rows']:.1%} of the rows, "
+                  f"{data['holdout_groups']} prompt groups ({share['rows']:.1%} of the rows, "
                   f"{share['groups']:.1%} of the groups; --holdout {config.holdout}) used neither to train nor to "
                   "choose, 95% group-bootstrap interval",
                   **evaluate(test, [p.label for p in predictions], dataset.scheme,
