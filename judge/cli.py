@@ -269,13 +269,13 @@ def score(
         raise fail(exc) from None
     stopped, exit_code = None, 0  # escalation that did not finish: the scored rows are still written, then it is said
     if escalating:
-        from judge.escalate import escalate_predictions, format_escalation, mark_not_escalated
+        from judge.escalate import escalate_predictions, escalation_outcome, format_escalation, mark_not_escalated
 
         try:
             rows, predictions, stats = escalate_predictions(judge, dataset.records, predictions, teacher_config,
                                                             threshold, cache_path=cache, progress=True)
             typer.echo(format_escalation(stats), err=True)
-            exit_code = 130 if stats["collect"]["stopped"] == "interrupted" else 0  # as `judge collect` does
+            stopped, exit_code = escalation_outcome(stats)
         except (InputError, KeyboardInterrupt) as exc:  # a second Ctrl-C aborts the teacher calls in flight
             due = mark_not_escalated(rows, predictions, threshold)
             stopped, exit_code = (exc, 1) if isinstance(exc, InputError) else ("interrupted", 130)

@@ -260,11 +260,24 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
     return rows, final, stats
 
 
+def escalation_outcome(stats: dict) -> tuple[str | None, int]:
+    """(the error to print, the exit code) of an escalation that ran, as `judge collect` would give them: an
+    error every request would meet (bad key, no quota) is exit 1, a stop signal 128 + its number."""
+    collected, kept = stats["collect"], stats["teacher_failed"]
+    if collected["teacher_error"]:
+        return (f"escalation stopped (the teacher endpoint refused the run: {collected['teacher_error']}): {kept} of "
+                f"the {stats['escalated']} responses below the threshold keep the student's label (judge_teacher_status "
+                f"error or not_sent); rerun after the fix to escalate them (answers already paid for are cached)"), 1
+    if collected["stopped"] == "interrupted":
+        return None, 128 + collected["signal"]
+    return None, 0
+
+
 def format_escalation(stats: dict) -> str:
     """The summary: where the labels came from, what failed, and what the teacher calls cost."""
     failed = {k: v for k, v in stats["statuses"].items() if k != "ok"}
     interrupted = stats["collect"]["stopped"] == "interrupted"
-    unsent = failed.pop("not_sent", 0) if interrupted else 0
+    unsent = failed.pop("not_sent", 0) if interrupted or stats["collect"]["teacher_error"] else 0
     line = (f"escalated {stats['escalated']} of {stats['n']} responses (confidence below {format_confidence(stats['threshold'])}) "
             f"to the teacher: {stats['teacher_labels']} teacher labels")
     if failed:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -631,6 +632,29 @@ def test_ctrl_c_during_escalation_says_what_was_spent_and_exits_130(lexical_judg
         result = runner.invoke(app, ["score", *args], env={"OPENAI_API_KEY": "sk-test"})
         assert result.exit_code == 0 and "8 teacher calls sent" in result.output, result.output
         assert server.counts["chat"] == 24  # the rerun sent only the 8: nothing paid twice
+
+def test_an_endpoint_that_refuses_every_call_stops_escalation_with_exit_1(lexical_judge, tmp_path):
+    """No quota (or a bad key) stopped the teacher calls, yet `judge score` exited 0 and called the unsent rows
+    failed calls, so a script read a student-only run as escalated."""
+    responses = write_jsonl(tmp_path / "r.jsonl", [{**row, "response": row["response"] + " #quota#"} if row["id"].startswith("u")
+                                                   else row for row in sure_and_unsure_rows(10, 24)])
+    out = tmp_path / "out.jsonl"
+    with ScriptedOpenAI() as server:
+        result = runner.invoke(app, ["score", str(responses), "-j", lexical_judge, "-o", str(out), "--escalate-below",
+                                     "0.999", "--teacher", "gpt-4o", "--base-url", server.url,
+                                     "--cache", str(tmp_path / "cache.sqlite")], env={"OPENAI_API_KEY": "sk-test"})
+        sent = server.counts["chat"]
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and errors == [
+        "error: escalation stopped (the teacher endpoint refused the run: 429 RateLimitError: You exceeded your current "
+        "quota, please check your plan and billing details.): 24 of the 24 responses below the threshold keep the "
+        "student's label (judge_teacher_status error or not_sent); rerun after the fix to escalate them (answers "
+        "already paid for are cached)"], result.output
+    assert f"{sent} teacher calls failed and kept the student's label (error {sent})" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(row["judge_source"] == "student" for row in rows)
+    assert Counter(row.get("judge_teacher_status") for row in rows[10:]) == {"error": sent, "not_sent": 24 - sent}
+
 
 def test_escalation_spend_without_a_token_price_uses_calibrates_cost_per_call(lexical_judge, tmp_path):
     copy = shutil.copytree(lexical_judge, tmp_path / "judge")
