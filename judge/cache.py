@@ -21,6 +21,7 @@ from pathlib import Path
 
 from judge.errors import InputError
 
+DEFAULT_CACHE = "data_cache/teacher.sqlite"  # relative to where a command runs: every command run there shares it
 KEY_TAG = "t1"  # bump when the key recipe changes, so old rows are never mistaken for new ones
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from judge.cache import DEFAULT_CACHE
 from judge.errors import InputError
 from judge.textio import check_writable
 from judge.training.config import MAX_HOLDOUT
@@ -47,6 +48,16 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show lib
 def fail(exc: Exception) -> typer.Exit:
     typer.secho(f"error: {exc}", fg="red", err=True)
     return typer.Exit(code=1)
+
+
+def unfinished_collect(stats: dict, then: str = "") -> typer.Exit | None:
+    """The exit of a teacher run that stopped short (None when it finished), as `judge collect` gives it: an
+    error every request would meet is exit 1 with the server's reason, a stop signal 128 + its number."""
+    if stats["teacher_error"]:
+        return fail(InputError(f"the teacher endpoint refused the run: {stats['teacher_error']}{then}"))
+    if stats["stopped"] == "interrupted":
+        return typer.Exit(code=128 + stats["signal"])
+    return None
 
 
 def judge_and_labels(judge_dir: Path, path: Path, skip_invalid: bool):
@@ -100,6 +111,8 @@ def distill(
     model_name: ModelName = None,
     teacher: Annotated[Optional[str], typer.Option(help="Label rows that have no teacher label with this model first (cached, see `judge collect`).")] = None,
     base_url: BaseUrl = None,
+    api_key: Annotated[Optional[str], typer.Option(help="--teacher's API key (default: OPENAI_API_KEY). Never stored.")] = None,
+    cache: Annotated[Path, typer.Option(help="--teacher's cache (SQLite), shared with `judge collect`.")] = Path(DEFAULT_CACHE),
 ) -> None:
     """Train a student on teacher labels; write a judge artifact and its held-out agreement report."""
     from judge.calibrate import format_calibration
@@ -121,7 +134,12 @@ def distill(
                 raise InputError("--teacher under a distributed launch would pay for every label once per process: "
                                  "run `judge collect` first, then distil the labelled file")
             from judge.collect import TeacherConfig, format_stats, label_missing
-            typer.echo(format_stats(label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, rubric=dataset.scheme.name)).stats), err=True)
+
+            stats = label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, api_key=api_key,
+                                                         rubric=dataset.scheme.name), cache_path=cache).stats
+            typer.echo(format_stats(stats), err=True)
+            if stop := unfinished_collect(stats, then="; nothing was trained"):
+                raise stop
         options = {"backbone": backbone, "epochs": epochs, "max_length": max_length, "view": view, "views": view,
                    "seed": seed, "quant": quant, "merge": merge, "student": student, "budget": budget,
                    "portfolio": portfolio, "holdout": holdout}
@@ -166,7 +184,7 @@ def collect(
     judge_dir: Annotated[Optional[Path], typer.Option("--judge", "-j", help="Judge whose probabilities drive --draw active / --select uncertain (default: the rows' judge_probs).")] = None,
     batch: Annotated[bool, typer.Option(help="Use the Batch API (half price; a rerun resumes an interrupted batch).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print requests, cached and estimated cost; send nothing.")] = False,
-    cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite).")] = Path("data_cache/teacher.sqlite"),
+    cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite).")] = Path(DEFAULT_CACHE),
     skip_invalid: SkipInvalid = False,
     format_: Format = None,
 ) -> None:
@@ -198,10 +216,8 @@ def collect(
     write_jsonl(output, labelled_rows(records, result, drawn))
     typer.echo(format_stats(result.stats))
     typer.echo(f"wrote {len(records)} rows to {output}", err=True)
-    if result.stats["teacher_error"]:
-        raise fail(InputError(f"the teacher endpoint refused the run: {result.stats['teacher_error']}"))
-    if result.stats["stopped"] == "interrupted":
-        raise typer.Exit(code=128 + result.stats["signal"])
+    if stop := unfinished_collect(result.stats):
+        raise stop
 
 
 @app.command()
@@ -226,7 +242,7 @@ def score(
     prompt_file: Annotated[Optional[Path], typer.Option(help="Teacher prompt for escalated responses, with {question} and {response} (default: the built-in rubric the judge's labels were collected with; needed for a custom scheme).")] = None,
     base_url: BaseUrl = None,
     api_key: Annotated[Optional[str], typer.Option(help="Teacher API key (default: OPENAI_API_KEY). Never stored.")] = None,
-    cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite) shared with `judge collect`.")] = Path("data_cache/teacher.sqlite"),
+    cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite) shared with `judge collect`.")] = Path(DEFAULT_CACHE),
 ) -> None:
     """Label every response offline and print the benchmark's rates, overall and per model / category."""
     from judge.benchmark_reports import REPORTS, benchmark_report, format_report

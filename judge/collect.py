@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from judge.cache import Cache, request_key
+from judge.cache import DEFAULT_CACHE, Cache, request_key
 from judge.errors import InputError
 from judge.records import FIELD_ALIASES, Dataset, Record, file_sha256, sources_of
 from judge.schemes import Scheme
@@ -37,7 +37,6 @@ from judge.teacher import (BUILTIN_RUBRICS, REPLY_TOKENS, Rubric, cost_of, data_
                            load_rubric, make_client, parse_reply, permanent_error, price_of, request_body)
 from judge.textio import check_writable
 
-DEFAULT_CACHE = "data_cache/teacher.sqlite"
 STATUSES = ("ok", "teacher_refused", "parse_error", "error")
 BATCH_DONE = ("completed", "failed", "expired", "cancelled")
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))

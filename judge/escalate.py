@@ -235,7 +235,8 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
     teacher gave no label: a failed call keeps the student's label and is counted as failed).
     `teacher` is a `judge.collect.TeacherConfig`.
     """
-    from judge.collect import DEFAULT_CACHE, collect
+    from judge.cache import DEFAULT_CACHE
+    from judge.collect import collect
     from judge.teacher import price_of
 
     low = due_for_teacher(predictions, threshold)

@@ -402,6 +402,30 @@ def test_distill_with_a_teacher_labels_the_unlabelled_rows_first(server, tmp_pat
     assert meta["teacher"]["models"] == ["gpt-4o-2024-08-06"] and meta["data"]["labelled"] == 40
 
 
+def test_distill_with_a_teacher_reuses_collects_cache_and_trains_nothing_on_a_refused_endpoint(server, tmp_path):
+    """`distill --teacher` had no --cache, so labels `collect --cache X` had paid for were bought again; and on
+    a bad key or no quota it trained on whatever had been labelled and exited 0."""
+    from judge.cli import app
+
+    cache = tmp_path / "c.sqlite"
+    first = write_jsonl(tmp_path / "in.jsonl", rows(40))
+    assert CliRunner().invoke(app, ["collect", str(first), "-o", str(tmp_path / "l.jsonl"), "--teacher", "gpt-4o",
+                                    "--base-url", server.url, "--cache", str(cache)]).exit_code == 0
+    distill = ["distill", "-o", str(tmp_path / "judge"), "--teacher", "gpt-4o", "--base-url", server.url,
+               "--cache", str(cache), "--student", "lexical"]
+    result = CliRunner().invoke(app, [*distill, str(first)])
+    assert result.exit_code == 0 and server.counts["chat"] == 40, result.output  # nothing paid twice
+    (tmp_path / "judge" / "judge.json").unlink()
+    grown = write_jsonl(tmp_path / "grown.jsonl", rows(50, {i: "#quota#" for i in range(40, 50)}))
+    result = CliRunner().invoke(app, [*distill, str(grown)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and errors == [
+        "error: the teacher endpoint refused the run: 429 RateLimitError: You exceeded your current quota, please "
+        "check your plan and billing details.; nothing was trained"], result.output
+    assert not (tmp_path / "judge" / "judge.json").exists()
+    assert sum(server.sent(200).values()) == 40 and set(server.sent(200).values()) == {1}  # items 0-39 came from the cache
+
+
 def test_unreachable_endpoint_marks_records_as_errors_without_stopping(tmp_path):
     records = records_of(rows(3))
     for batch in (False, True):
