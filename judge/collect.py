@@ -383,30 +383,61 @@ async def _finish_batch(client, batch_id: str, jobs: list[Job], scheme: Scheme, 
         if batch.status in BATCH_DONE or (deadline is not None and time.monotonic() >= deadline):
             break
         await asyncio.sleep(tally.teacher.poll_interval)
-    tally.batches.append({"id": batch_id, "status": batch.status, "requests": len(jobs)})
+    entry = {"id": batch_id, "status": batch.status, "requests": len(jobs)}
+    tally.batches.append(entry)
     if batch.status not in BATCH_DONE:
         return
-    by_key = {job.key: job for job in jobs}
+    outputs = []
     for file_id in (batch.output_file_id, batch.error_file_id):
-        if not file_id:
+        if file_id:
+            try:
+                outputs.append((await client.files.content(file_id)).text)
+            except openai.OpenAIError as exc:  # nothing merged yet: the batch stays open and a rerun fetches again
+                entry["status"] += f", output unreachable ({type(exc).__name__})"
+                return
+    by_key, unreadable = {job.key: job for job in jobs}, 0
+    for line in "\n".join(outputs).splitlines():
+        if not line.strip():
             continue
-        content = await client.files.content(file_id)
-        for line in content.text.splitlines():
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            job = by_key.pop(item.get("custom_id"), None)
-            if job is None:
-                continue
-            response = item.get("response") or {}
-            if response.get("status_code") == 200:
-                tally.record(cache, job, rubric, parse_reply(response["body"], scheme), via="batch")
-            else:
-                reason = (item.get("error") or (response.get("body") or {}).get("error") or {}).get("message")
-                tally.record(cache, job, rubric, error=f"batch request failed ({response.get('status_code')}): {reason}")
+        custom_id, completion, error = read_batch_line(line)
+        job = by_key.pop(custom_id, None)
+        if job is None:
+            unreadable += custom_id is None
+        elif completion is not None:
+            tally.record(cache, job, rubric, parse_reply(completion, scheme), via="batch")
+        else:  # not stored, so a rerun asks again
+            tally.record(cache, job, rubric, error=error)
+    if unreadable:
+        entry["unreadable_lines"] = unreadable
     for job in by_key.values():
-        tally.record(cache, job, rubric, error=f"batch {batch_id} ended {batch.status} without this request")
+        tally.record(cache, job, rubric, error=f"batch {batch_id} ended {batch.status} without this request"
+                                               + (f" ({unreadable} output lines unreadable)" if unreadable else ""))
     cache.set_batch(batch_id, batch.status, merged=True)
+
+
+def read_batch_line(line: str) -> tuple[str | None, dict | None, str | None]:
+    """(custom_id, the chat completion, why there is none) of one batch output line; never raises, since one bad
+    line must not lose the batch's other answers. custom_id is None when the line cannot be read at all."""
+    import pydantic
+    from openai.types.chat import ChatCompletion
+
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None, None, None
+    if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
+        return None, None, None
+    response = item.get("response") if isinstance(item.get("response"), dict) else {}
+    body, status = response.get("body"), response.get("status_code")
+    if status == 200:
+        try:
+            ChatCompletion.model_validate(body)
+        except pydantic.ValidationError:
+            return item["custom_id"], None, f"batch request answered with something not a chat completion: {str(body)[:200]!r}"
+        return item["custom_id"], body, None
+    error = item.get("error") if isinstance(item.get("error"), dict) else None
+    error = error or (body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {})
+    return item["custom_id"], None, f"batch request failed ({status}): {error.get('message')}"
 
 
 def _run(coroutine):
@@ -683,5 +714,6 @@ def format_stats(stats: dict) -> str:
     elif stats["stopped"] == "interrupted":
         lines.append("interrupted: the requests in flight were stored; rerun to continue (nothing is paid twice)")
     lines += [f"batch {b['id']}: {b['status']}" + ("" if b["status"] in BATCH_DONE else " (rerun to pick it up)")
+              + (f"; {b['unreadable_lines']} output lines unreadable, their requests failed" if b.get("unreadable_lines") else "")
               for b in stats["batches"]]
     return "\n".join(lines)

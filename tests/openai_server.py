@@ -10,6 +10,7 @@ the response (the phrases in tests/tiny.py); markers in the prompt script misbeh
     #401# #403# #404# #quota#   every attempt fails as OpenAI's bad key, no access, unknown model
                                 and exhausted quota (429 insufficient_quota) do
     #html#     status 200 with an HTML page   #badlogprob#  the label token's logprob is 5000
+    #badline#  (batches) its output line is cut off mid-JSON
 
 Every chat request is logged in ``requests`` with its status and the ``item-N`` tag found in the
 prompt (tests put one in each response), so a test can tell exactly what was sent twice.
@@ -56,6 +57,7 @@ class ScriptedOpenAI:
     def __init__(self, delay: float = 0.0, batch_polls: int = 1, usage: tuple[int, int] | None = None):
         self.delay, self.batch_polls, self.usage = delay, batch_polls, usage
         self.hold_batches = False  # True keeps every batch in_progress (to interrupt a batch run)
+        self.hide_outputs = False  # True answers 404 for batch output files
         self.requests: list[dict] = []
         self.counts: Counter = Counter()
         self.attempts: Counter = Counter()
@@ -157,6 +159,8 @@ class ScriptedOpenAI:
         @app.get("/v1/files/{file_id}/content")
         async def file_content(file_id: str):
             self.counts["files.content"] += 1
+            if self.hide_outputs and self.files[file_id]["purpose"] == "batch_output":
+                return JSONResponse({"error": {"message": "No such File object", "type": "invalid_request_error"}}, 404)
             return Response(self.files[file_id]["data"], media_type="application/octet-stream")
 
         @app.post("/v1/batches")
@@ -199,7 +203,8 @@ class ScriptedOpenAI:
             output.append({"id": f"batch_req_{number}", "custom_id": line["custom_id"], "error": None,
                            "response": {"status_code": status, "request_id": f"req_{number}", "body": payload}})
         file_id = f"file-{len(self.files) + 1}"
-        self.files[file_id] = {"data": "".join(json.dumps(o) + "\n" for o in output).encode(), "purpose": "batch_output",
+        text = "".join(json.dumps(o)[:60 if "#badline#" in json.dumps(line) else None] + "\n" for o, line in zip(output, lines))
+        self.files[file_id] = {"data": text.encode(), "purpose": "batch_output",
                                "filename": "output.jsonl"}
         batch.update(status="completed", output_file_id=file_id, completed_at=int(time.time()),
                      request_counts={"total": len(lines), "completed": len(lines), "failed": 0})

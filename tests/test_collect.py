@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from judge.collect import (TeacherConfig, collect, draw_per_group, label_missing, labelled_rows, plan, prepare,
-                           resolve_rubric, stratified_sample, teacher_sample)
+from judge.collect import (TeacherConfig, collect, draw_per_group, format_stats, label_missing, labelled_rows, plan,
+                           prepare, resolve_rubric, stratified_sample, teacher_sample)
 from judge.errors import InputError
 from judge.records import build_dataset, read_records
 from judge.schemes import load_scheme
@@ -424,6 +424,32 @@ def test_distill_with_a_teacher_reuses_collects_cache_and_trains_nothing_on_a_re
         "check your plan and billing details.; nothing was trained"], result.output
     assert not (tmp_path / "judge" / "judge.json").exists()
     assert sum(server.sent(200).values()) == 40 and set(server.sent(200).values()) == {1}  # items 0-39 came from the cache
+
+
+def test_a_bad_line_in_a_batch_output_fails_its_request_only(server, tmp_path):
+    """A cut-off output line, or an HTML page where a completion should be, raised a traceback while merging,
+    so the batch never merged and every rerun crashed on the same file."""
+    records = records_of(rows(8, {2: "#badline#", 5: "#html#"}))
+    config = teacher(server, batch=True, poll_interval=0.05)
+    result = collect(records, config, scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert [label.status for label in result.labels] == ["ok", "ok", "error", "ok", "ok", "error", "ok", "ok"]
+    assert result.labels[2].error == "batch batch_1 ended completed without this request (1 output lines unreadable)"
+    assert result.labels[5].error.startswith("batch request answered with something not a chat completion: '<html>")
+    assert "batch batch_1: completed; 1 output lines unreadable, their requests failed" in format_stats(result.stats)
+    again = collect(records, config, scheme=VLS, cache_path=tmp_path / "c.sqlite")  # merged: only the two go again
+    assert again.stats["cached"] == 6 and server.counts["batches.create"] == 2 and server.counts["batch_lines"] == 10
+
+
+def test_a_batch_whose_output_cannot_be_fetched_stays_open_for_a_rerun(server, tmp_path):
+    records = records_of(rows(4))
+    config = teacher(server, batch=True, poll_interval=0.05)
+    server.hide_outputs = True
+    first = collect(records, config, scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert first.labels == [] and first.stats["batches"][0]["status"] == "completed, output unreachable (NotFoundError)"
+    assert "(rerun to pick it up)" in format_stats(first.stats)
+    server.hide_outputs = False
+    second = collect(records, config, scheme=VLS, cache_path=tmp_path / "c.sqlite")
+    assert [label.status for label in second.labels] == ["ok"] * 4 and server.counts["batches.create"] == 1
 
 
 def test_unreachable_endpoint_marks_records_as_errors_without_stopping(tmp_path):
