@@ -144,25 +144,29 @@ def plan(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, cache
     """What `collect` would do (requests, already cached, estimated cost) without calling anything."""
     rubric = resolve_rubric(teacher, scheme)
     jobs, _, errors = prepare(records, teacher, scheme, rubric)
-    stored = _cached(cache_path, jobs)
-    pending = [job for key, job in jobs.items() if key not in stored]
+    stored, waiting = _cached(cache_path, jobs, teacher.model)
+    pending = [job for key, job in jobs.items() if key not in stored and key not in waiting]
     price = price_of(teacher.model, teacher.prices)
     tokens = sum(job.est_tokens for job in pending)
     return {
-        "records": len(records), "requests": len(jobs), "cached": len(jobs) - len(pending), "to_send": len(pending),
+        "records": len(records), "requests": len(jobs), "cached": len(stored), "in_open_batches": len(waiting),
+        "to_send": len(pending),
         "unsendable": len(errors), "estimated_prompt_tokens": tokens,
         "estimated_cost": cost_of(price, tokens, REPLY_TOKENS * len(pending), batch=teacher.batch) if price else None,
         "price_per_million": price, "batch": teacher.batch, "rubric_sha256": rubric.sha256,
     }
 
 
-def _cached(cache_path: str | Path, jobs: dict[str, Job]) -> dict[str, dict]:
+def _cached(cache_path: str | Path, jobs: dict[str, Job], model: str) -> tuple[dict[str, dict], set[str]]:
+    """(the stored answers to ``jobs``, the keys of the others that an open batch already carries)."""
     if not Path(cache_path).exists():  # no cache yet, but the run will need to make one there
         check_writable(cache_path)
-        return {}
+        return {}, set()
     cache = Cache(cache_path)
     try:
-        return cache.get_many(jobs)
+        stored = cache.get_many(jobs)
+        carried = {key for batch in cache.open_batches(model) for key in batch["keys"]}
+        return stored, (carried & jobs.keys()) - stored.keys()
     finally:
         cache.close()
 
@@ -252,6 +256,8 @@ class _Tally:
 
 
 async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rubric: Rubric, cache: Cache, tally: _Tally) -> None:
+    """Send the requests concurrently, except those an open batch of this cache carries: a run switched from
+    --batch to online takes their answers from the batch once it ends, and never pays for them twice."""
     import openai
     from aiolimiter import AsyncLimiter
     from openai.types.chat import ChatCompletion
@@ -292,7 +298,9 @@ async def _online(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, ru
 
     async with make_client(api_key=teacher.api_key, base_url=teacher.base_url, max_retries=teacher.max_retries,
                            timeout=teacher.timeout) as client, _finish_in_flight_on_signal(tally):
-        await asyncio.gather(*(one(job) for job in pending))
+        jobs = {job.key: job for job in pending}
+        await _resume_open_batches(client, jobs, scheme, rubric, cache, tally, deadline=time.monotonic())  # one look
+        await asyncio.gather(*(one(job) for job in jobs.values()))
 
 
 @asynccontextmanager
@@ -332,10 +340,7 @@ async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rub
     async with make_client(api_key=teacher.api_key, base_url=teacher.base_url, max_retries=teacher.max_retries,
                            timeout=teacher.timeout) as client:
         deadline = time.monotonic() + teacher.batch_wait if teacher.batch_wait is not None else None
-        for batch in cache.open_batches(teacher.model):
-            mine = [jobs.pop(key) for key in batch["keys"] if key in jobs]
-            if mine:
-                await _finish_batch(client, batch["batch_id"], mine, scheme, rubric, cache, tally, deadline)
+        await _resume_open_batches(client, jobs, scheme, rubric, cache, tally, deadline)
         rest = []
         for job in jobs.values():
             estimate = tally.estimate(job)
@@ -365,6 +370,16 @@ async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rub
         cache.add_batch(created.id, upload.id, teacher.model, [job.key for job in rest], created.status)
         tally.sent, tally.reserved = tally.sent + len(rest), 0.0
         await _finish_batch(client, created.id, rest, scheme, rubric, cache, tally, deadline)
+
+
+async def _resume_open_batches(client, jobs: dict[str, Job], scheme: Scheme, rubric: Rubric, cache: Cache,
+                               tally: _Tally, deadline: float | None) -> None:
+    """Take the jobs this cache's open batches already carry out of ``jobs`` and finish those batches (waiting
+    until ``deadline``): their requests are paid for, so they are never sent again, online or in a new batch."""
+    for batch in cache.open_batches(tally.teacher.model):
+        mine = [jobs.pop(key) for key in batch["keys"] if key in jobs]
+        if mine:
+            await _finish_batch(client, batch["batch_id"], mine, scheme, rubric, cache, tally, deadline)
 
 
 async def _finish_batch(client, batch_id: str, jobs: list[Job], scheme: Scheme, rubric: Rubric, cache: Cache,
@@ -696,7 +711,8 @@ def teacher_sample(dataset: Dataset, n: int | None, *, stratify_by: Sequence[str
 def format_plan(info: dict) -> str:
     cost = "unknown (no price for this model: --price IN,OUT)" if info["estimated_cost"] is None \
         else f"~${info['estimated_cost']:.2f}" + (" (Batch API, half price)" if info["batch"] else "")
-    return (f"{info['records']} records -> {info['requests']} distinct requests: {info['cached']} cached, "
+    waiting = f"{info['in_open_batches']} in an open batch (paid; a run picks them up), " if info["in_open_batches"] else ""
+    return (f"{info['records']} records -> {info['requests']} distinct requests: {info['cached']} cached, {waiting}"
             f"{info['to_send']} to send, {info['unsendable']} cannot be sent (missing or bad image)\n"
             f"estimated cost of the requests to send: {cost}")
 

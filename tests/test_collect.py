@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from judge.collect import (TeacherConfig, collect, draw_per_group, format_stats, label_missing, labelled_rows, plan,
-                           prepare, resolve_rubric, stratified_sample, teacher_sample)
+from judge.collect import (TeacherConfig, collect, draw_per_group, format_plan, format_stats, label_missing,
+                           labelled_rows, plan, prepare, resolve_rubric, stratified_sample, teacher_sample)
 from judge.errors import InputError
 from judge.records import build_dataset, read_records
 from judge.schemes import load_scheme
@@ -424,6 +424,24 @@ def test_distill_with_a_teacher_reuses_collects_cache_and_trains_nothing_on_a_re
         "check your plan and billing details.; nothing was trained"], result.output
     assert not (tmp_path / "judge" / "judge.json").exists()
     assert sum(server.sent(200).values()) == 40 and set(server.sent(200).values()) == {1}  # items 0-39 came from the cache
+
+
+def test_going_online_while_a_batch_is_open_waits_for_the_batch_instead_of_paying_twice(server, tmp_path):
+    records, cache = records_of(rows(6)), tmp_path / "c.sqlite"
+    server.hold_batches = True
+    config = teacher(server, batch=True, poll_interval=0.05, batch_wait=0.2)
+    assert collect(records[:4], config, scheme=VLS, cache_path=cache).labels == []  # four wait in an open batch
+    online = TeacherConfig(**{**config.__dict__, "batch": False, "batch_wait": None})
+    assert "6 distinct requests: 0 cached, 4 in an open batch (paid; a run picks them up), 2 to send" in format_plan(
+        plan(records, online, scheme=VLS, cache_path=cache))
+    first = collect(records, online, scheme=VLS, cache_path=cache)
+    assert server.counts["chat"] == 2 and [label.record_id for label in first.labels] == [r.id for r in records[4:]]
+    assert "batch batch_1: in_progress (rerun to pick it up)" in format_stats(first.stats)
+    server.hold_batches = False
+    second = collect(records, online, scheme=VLS, cache_path=cache)
+    assert server.counts["chat"] == 2 and [label.status for label in second.labels] == ["ok"] * 6
+    with sqlite3.connect(cache) as db:
+        assert sorted(v for (v,) in db.execute("SELECT via FROM labels")) == ["batch"] * 4 + ["online"] * 2
 
 
 def test_a_bad_line_in_a_batch_output_fails_its_request_only(server, tmp_path):
