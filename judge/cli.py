@@ -183,6 +183,7 @@ def collect(
     select: Annotated[Optional[str], typer.Option(help="'uncertain': label the --sample N unlabelled records the judge is least sure of (for training, never for estimates).")] = None,
     judge_dir: Annotated[Optional[Path], typer.Option("--judge", "-j", help="Judge whose probabilities drive --draw active / --select uncertain (default: the rows' judge_probs).")] = None,
     batch: Annotated[bool, typer.Option(help="Use the Batch API (half price; a rerun resumes an interrupted batch).")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Pay again for requests whose cached answer is a refusal or unparseable (a retry that fails leaves it cached).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print requests, cached and estimated cost; send nothing.")] = False,
     cache: Annotated[Path, typer.Option(help="Teacher cache (SQLite).")] = Path(DEFAULT_CACHE),
     skip_invalid: SkipInvalid = False,
@@ -206,7 +207,7 @@ def collect(
         config = TeacherConfig(model=teacher, base_url=base_url, api_key=api_key, rubric=rubric or dataset.scheme.name,
                                prompt_file=str(prompt_file) if prompt_file else None, images=images, concurrency=concurrency,
                                rpm=rpm, tpm=tpm, max_cost=max_cost, prices={teacher: parse_price(price)} if price else None,
-                               batch=batch)
+                               batch=batch, retry_failed=retry_failed)
         if dry_run:
             typer.echo(format_plan(plan(records, config, scheme=dataset.scheme, cache_path=cache)))
             return

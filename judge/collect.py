@@ -64,6 +64,7 @@ class TeacherConfig:
     batch: bool = False
     poll_interval: float = 30.0
     batch_wait: float | None = None  # stop polling after this many seconds; a rerun resumes the batch
+    retry_failed: bool = False  # pay again for requests whose stored answer is a refusal or unparseable
 
 
 @dataclass
@@ -144,7 +145,7 @@ def plan(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, cache
     """What `collect` would do (requests, already cached, estimated cost) without calling anything."""
     rubric = resolve_rubric(teacher, scheme)
     jobs, _, errors = prepare(records, teacher, scheme, rubric)
-    stored, waiting = _cached(cache_path, jobs, teacher.model)
+    stored, waiting = _cached(cache_path, jobs, teacher)
     pending = [job for key, job in jobs.items() if key not in stored and key not in waiting]
     price = price_of(teacher.model, teacher.prices)
     tokens = sum(job.est_tokens for job in pending)
@@ -157,18 +158,23 @@ def plan(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, cache
     }
 
 
-def _cached(cache_path: str | Path, jobs: dict[str, Job], model: str) -> tuple[dict[str, dict], set[str]]:
+def _cached(cache_path: str | Path, jobs: dict[str, Job], teacher: TeacherConfig) -> tuple[dict[str, dict], set[str]]:
     """(the stored answers to ``jobs``, the keys of the others that an open batch already carries)."""
     if not Path(cache_path).exists():  # no cache yet, but the run will need to make one there
         check_writable(cache_path)
         return {}, set()
     cache = Cache(cache_path)
     try:
-        stored = cache.get_many(jobs)
-        carried = {key for batch in cache.open_batches(model) for key in batch["keys"]}
+        stored = _reusable(cache.get_many(jobs), teacher)
+        carried = {key for batch in cache.open_batches(teacher.model) for key in batch["keys"]}
         return stored, (carried & jobs.keys()) - stored.keys()
     finally:
         cache.close()
+
+
+def _reusable(stored: dict[str, dict], teacher: TeacherConfig) -> dict[str, dict]:
+    """The stored answers a run takes as they are: all of them, or with ``retry_failed`` only the labels."""
+    return {key: row for key, row in stored.items() if row["status"] == "ok"} if teacher.retry_failed else stored
 
 
 class _Tally:
@@ -474,10 +480,10 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
     jobs, keys, unsendable = prepare(records, teacher, scheme, rubric)
     cache = Cache(cache_path)
     try:
-        before = cache.get_many(jobs)
+        before = _reusable(cache.get_many(jobs), teacher)
         if len(before) < len(jobs):  # requests to send: only one run may send through a cache at a time
             cache.claim()
-            before = cache.get_many(jobs)  # what a run that just let go of the cache stored meanwhile
+            before = _reusable(cache.get_many(jobs), teacher)  # what a run that just let go of the cache stored meanwhile
         pending = [job for key, job in jobs.items() if key not in before]
         cached_records = sum(len(job.record_ids) for key, job in jobs.items() if key in before)
         tally = _Tally(teacher, len(records), cached_records, progress)

@@ -11,6 +11,7 @@ the response (the phrases in tests/tiny.py); markers in the prompt script misbeh
                                 and exhausted quota (429 insufficient_quota) do
     #html#     status 200 with an HTML page   #badlogprob#  the label token's logprob is 5000
     #badline#  (batches) its output line is cut off mid-JSON
+    #garbage-once#  content that is not JSON on the first attempt only
 
 Every chat request is logged in ``requests`` with its status and the ``item-N`` tag found in the
 prompt (tests put one in each response), so a test can tell exactly what was sent twice.
@@ -98,7 +99,7 @@ class ScriptedOpenAI:
             message.update(content=None, refusal="I'm sorry, I can't help with grading this.")
         elif "#filter#" in text:
             message["content"], finish = "", "content_filter"
-        elif "#garbage#" in text:
+        elif "#garbage#" in text or ("#garbage-once#" in text and attempt == 1):
             message["content"] = "The answer is clearly a refusal {label: one"
         elif body.get("logprobs"):
             others = [c for c in codes if c != codes[index]]

@@ -470,6 +470,21 @@ def test_a_batch_whose_output_cannot_be_fetched_stays_open_for_a_rerun(server, t
     assert [label.status for label in second.labels] == ["ok"] * 4 and server.counts["batches.create"] == 1
 
 
+def test_retry_failed_pays_again_only_for_refused_and_unparseable_answers(server, tmp_path):
+    """Refusals and unparseable replies are cached (they were paid for), and nothing could ask again."""
+    records, cache = records_of(rows(6, {1: "#refuse#", 2: "#garbage-once#"})), tmp_path / "c.sqlite"
+    first = collect(records, teacher(server), scheme=VLS, cache_path=cache)
+    assert [label.status for label in first.labels] == ["ok", "teacher_refused", "parse_error", "ok", "ok", "ok"]
+    assert [label.status for label in collect(records, teacher(server), scheme=VLS, cache_path=cache).labels] == \
+        [label.status for label in first.labels] and server.counts["chat"] == 6  # cached for good
+    retry = teacher(server, retry_failed=True)
+    assert plan(records, retry, scheme=VLS, cache_path=cache)["to_send"] == 2
+    again = collect(records, retry, scheme=VLS, cache_path=cache)
+    assert [label.status for label in again.labels] == ["ok", "teacher_refused", "ok", "ok", "ok", "ok"]
+    assert server.sent(None)["item-1"] == server.sent(None)["item-2"] == 2 and server.counts["chat"] == 8
+    assert [label.cached for label in again.labels] == [True, False, False, True, True, True]
+
+
 def test_unreachable_endpoint_marks_records_as_errors_without_stopping(tmp_path):
     records = records_of(rows(3))
     for batch in (False, True):
