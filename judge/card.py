@@ -201,7 +201,8 @@ def render_card(path: str | Path, *, commands: Sequence[str] | None = None) -> s
                                [[e.get("candidate", "?"), e.get("kind", "?"), e.get("status", "?"), e.get("view") or "-",
                                  e.get("design") or "-", "-" if e.get("kappa") is None else f"{e['kappa']:.3f}",
                                  "-" if e.get("delta") is None else
-                                 f"{e['delta']:+.3f} ({e['delta_ci'][0]:+.3f} to {e['delta_ci'][1]:+.3f})",
+                                 f"{e['delta']:+.3f} " + (f"({e['delta_ci'][0]:+.3f} to {e['delta_ci'][1]:+.3f})"
+                                                          if e.get("delta_ci") else "(no interval)"),
                                  *([worst(e)] if per_model else []),
                                  "-" if e.get("seconds") is None else f"{e['seconds']:.0f}"]
                                 for e in meta["leaderboard"]]) + "\n"]

@@ -94,6 +94,8 @@ def evaluate(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme
             report["by"][field] = {key: agreement(t, p, scheme.classes, groups=g, safe_labels=scheme.safe_labels,
                                                   n_boot=min(n_boot, 200), seed=seed)
                                    for key, (t, p, g) in split.items()}
+    if report["by"]:
+        report["by_interval"] = f"percentile bootstrap over the prompt groups within each, {min(n_boot, 200)} resamples"
     if any(r.model for r in records):
         report["benchmark_view"] = benchmark_view(records, predicted, scheme, probs=probs, seed=seed)
     return report

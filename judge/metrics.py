@@ -133,8 +133,9 @@ def bootstrap_kappa(y_true: Sequence, y_pred: Sequence, classes: Sequence[str], 
 
 def paired_kappa_difference(y_true: Sequence, pred_a: Sequence, pred_b: Sequence, classes: Sequence[str],
                             groups: Sequence | None = None, *, n_boot: int = 2000, level: float = 0.95,
-                            seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """kappa(a) - kappa(b) on the same rows, with a paired percentile bootstrap interval over prompt groups.
+                            seed: int = 0) -> tuple[float, tuple[float, float] | None]:
+    """kappa(a) - kappa(b) on the same rows, with a paired percentile bootstrap interval over prompt groups
+    (None below `MIN_GROUPS` groups, as in `agreement`).
 
     Each resample draws prompt groups with replacement and scores both students on the same draw,
     so what the two share (easy and hard prompts) cancels and the interval is much narrower than
@@ -149,6 +150,8 @@ def paired_kappa_difference(y_true: Sequence, pred_a: Sequence, pred_b: Sequence
     per_a = _grouped_confusions(y_true, pred_a, groups, classes)
     per_b = _grouped_confusions(y_true, pred_b, groups, classes)
     delta = kappa_from_confusion(per_a.sum(axis=0)) - kappa_from_confusion(per_b.sum(axis=0))
+    if per_a.shape[0] < MIN_GROUPS:
+        return float(delta), None
     counts = _group_draws(per_a.shape[0], n_boot, seed)
     a = np.array([kappa_from_confusion(cm) for cm in np.einsum("bg,gij->bij", counts, per_a)])
     b = np.array([kappa_from_confusion(cm) for cm in np.einsum("bg,gij->bij", counts, per_b)])
@@ -203,8 +206,8 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
     """Every agreement number for one set of paired labels (teacher = y_true, student = y_pred).
 
     Returns kappa, quadratic-weighted kappa on the scheme's ordered classes and accuracy, each with a
-    group-bootstrap 95% interval (one set of resampled prompt groups for all; None below `MIN_GROUPS`
-    groups, whose count is `groups`); macro-F1, per-class
+    group-bootstrap 95% interval (one set of resampled prompt groups for all, described in `interval`; None
+    below `MIN_GROUPS` groups, whose count is `groups`); macro-F1, per-class
     precision / recall / F1, the confusion matrix (rows = teacher, columns = student) in counts and
     row-normalized and, given `safe_labels`, the binary safe / unsafe view with its intervals.
     """
@@ -225,6 +228,8 @@ def agreement(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
     result = {
         "n": n,
         "groups": n_groups,
+        "interval": None if draws is None else
+        f"percentile bootstrap over {n_groups} {'rows' if groups is None else 'prompt groups'}, {n_boot} resamples",
         "kappa": kappa_from_confusion(cm),
         "kappa_ci": interval(kappa_from_confusion),
         "weighted_kappa": kappa_from_confusion(cm, "quadratic") if ordinal else None,

@@ -69,6 +69,8 @@ def agreement_blocks(report: dict) -> list[tuple]:
     if "binary" in o:
         blocks.append(("text", f"binary safe/unsafe: kappa={with_ci(o['binary'], 'kappa')}  "
                                f"accuracy={with_ci(o['binary'], 'accuracy')}"))
+    if o.get("interval"):
+        blocks.append(("text", f"95% CIs: {o['interval']}"))
     blocks.append(("table", "per class", ["class", "precision", "recall", "F1", "support"],
                    [[c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
                     for c, v in o["per_class"].items()]))
@@ -86,7 +88,7 @@ def agreement_blocks(report: dict) -> list[tuple]:
                        [[who, *(_pct(rates[who][c]) for c in classes), _pct(rates[who]["rate"])]
                         for who in ("teacher", "student")]))
     for field, groups in report.get("by", {}).items():
-        blocks.append(("table", f"agreement by {field}",
+        blocks.append(("table", f"agreement by {field}" + (f" (95% CIs: {report['by_interval']})" if report.get("by_interval") else ""),
                        [field, "n", "kappa [95% CI]", "accuracy [95% CI]", "macro-F1"],
                        [[k, str(v["n"]), _kappa_cell(v), with_ci(v, "accuracy", said=""), _num(v["macro_f1"])]
                         for k, v in groups.items()]))

@@ -402,6 +402,9 @@ def test_eval_json_markdown_html(scored):
     assert "| teacher \\ student | refuse | warning | unsafe |" in result.stdout
     assert "### Confusion matrix (row-normalized" in result.stdout
     assert f"kappa={report['overall']['kappa']:.3f}" in result.stdout
+    groups = len({r.prompt_group for r in read_records(tmp / "reference.jsonl").records})
+    assert f"95% CIs: percentile bootstrap over {groups} prompt groups, 1000 resamples" in result.stdout  # said how
+    assert "### Agreement by model (95% CIs: percentile bootstrap over the prompt groups within each, 200 resamples)" in result.stdout
 
 
 def test_eval_as_binary_maps_a_three_class_judge_to_safe_unsafe(scored):
@@ -502,6 +505,10 @@ def test_calibrate_writes_meta_and_drift_and_card(judge_copy, tmp_path):
     meta = json.loads((judge_copy / "judge.json").read_text())  # as if the rate guard had passed over a candidate
     (judge_copy / "judge.json").write_text(json.dumps({**meta, "selection": {**meta["selection"], "chosen_over": "lexical"}}))
     assert f"the rate guard chose {meta['student']} over lexical, whose worst model's rate" in render_card(judge_copy)
+    board = [{**e, "delta": 0.0, "delta_ci": None} for e in meta["leaderboard"]]  # too few prompt groups for one
+    (judge_copy / "judge.json").write_text(json.dumps({**meta, "leaderboard": board}))
+    assert "| +0.000 (no interval) |" in render_card(judge_copy)
+    (judge_copy / "judge.json").write_text(json.dumps(meta))
     calib = write_jsonl(tmp_path / "calib.jsonl", [{**r, "id": f"calib{i}"} for i, r in enumerate(synthetic_rows(60, seed=5))])
     result = runner.invoke(app, ["calibrate", str(calib), "--judge", str(judge_copy), "--target-kappa", "0.95"])
     assert result.exit_code == 0, result.output

@@ -34,7 +34,7 @@ from judge.training.lexical import cross_validate_lexical, fit_pipeline
 from judge.training.portfolio import (FINISH_SECONDS, MEASURED_MARGIN, Context, EnsembleCandidate, LexicalCandidate,
                                       PassCosts, ProbeCandidate, Result, TransformerCandidate, choose, fit_to_budget,
                                       format_leaderboard, least_time, measured_costs, parse_budget, refit_epochs,
-                                      run_portfolio)
+                                      run_portfolio, selection_title)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -164,6 +164,19 @@ def test_ties_are_broken_by_backbone_passes_so_lexical_beside_the_probe_costs_no
     # a stack that adds a transformer's pass to the probe's is dearer: the probe wins the tie
     dear = _result("stack", "ensemble", labels, set(range(30)), members=("lexical", "probe", "transformer"))
     assert winner_of(_result("probe", "probe", labels, set(range(31))), dear) == "probe"
+
+
+def test_fewer_than_five_prompt_groups_give_no_paired_interval_and_resolve_nothing(tmp_path):
+    """With 4 prompt groups a paired bootstrap has a handful of distinct draws; its interval read as resolved."""
+    dataset = _dataset(tmp_path, n=300)
+    records = [replace(r, group=f"g{i % 4}") for i, r in enumerate(dataset.labelled)]
+    labels = [r.label for r in records]
+    apart = [_result("lexical", "lexical", labels, set(range(60))), _result("stack", "ensemble", labels, set(range(30)))]
+    winner, _, resolved = choose(apart, records, dataset.scheme, TrainConfig.resolve())
+    assert winner.candidate == "stack" and resolved is False and apart[0].delta < -0.1 and apart[0].delta_ci is None
+    report = {"selection": {"resolved": resolved, "folds": 4, "compared_rows": 300, "tie_margin": 0.01},
+              "trained_on": 300, "leaderboard": [r.row() for r in apart]}
+    assert "not resolved: fewer than 5 prompt groups give no paired interval" in selection_title(report)
 
 
 def test_each_candidate_shows_its_worst_models_rate_error_and_nothing_without_models(tmp_path):

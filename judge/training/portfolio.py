@@ -57,7 +57,7 @@ from judge.backbones import PRESETS, missing_backbone
 from judge.calibrate import calibrate_out_of_fold
 from judge.errors import InputError
 from judge.evaluate import benchmark_view
-from judge.metrics import agreement, paired_kappa_difference, top_labels
+from judge.metrics import MIN_GROUPS, agreement, paired_kappa_difference, top_labels
 from judge.model import Judge, write_meta
 from judge.records import Record
 from judge.schemes import Scheme
@@ -871,9 +871,12 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
         winner = max(challengers, key=lambda r: r.delta)
     if config.rate_guard:
         winner = rate_guard(winner, full)
+    def below(r: Result) -> bool:  # without an interval (too few prompt groups) nothing is resolved
+        return r.delta_ci is not None and r.delta_ci[1] < 0
+
     resolved = None if len(trained) == 1 else (
-        all(r is best or r.delta_ci[1] < 0 for r in full) and all(r is winner or r.delta_ci[1] < 0 for r in partial)
-        and (winner in full or winner.delta_ci[0] > 0))
+        all(r is best or below(r) for r in full) and all(r is winner or below(r) for r in partial)
+        and (winner in full or (winner.delta_ci is not None and winner.delta_ci[0] > 0)))
     return winner, len(rows), resolved
 
 
@@ -888,7 +891,8 @@ def rate_guard(winner: Result, compared: list[Result]) -> Result:
     user publishes per-model rates, and a bias resolved on ~150 rows a model is one the intervals can see."""
     if not biased(winner):
         return winner
-    calm = [r for r in compared if r.worst_error_ci is not None and not biased(r) and r.delta_ci[1] >= 0]
+    calm = [r for r in compared if r.worst_error_ci is not None and not biased(r)
+            and r.delta_ci is not None and r.delta_ci[1] >= 0]
     if not calm:
         return winner
     chosen = max(calm, key=lambda r: (r.kappa, -scoring_passes(r)))
@@ -957,8 +961,10 @@ def format_leaderboard(rows: list[dict]) -> str:
 def selection_title(report: dict) -> str:
     """One line over the leaderboard: the design the candidates were compared on and how the choice came out."""
     s = report["selection"]
+    without = any(r.get("delta") is not None and r.get("delta_ci") is None for r in report["leaderboard"])
     verdict = ("only one candidate ran" if s["resolved"] is None else
                "every other candidate's paired interval is below zero" if s["resolved"] else
+               f"not resolved: fewer than {MIN_GROUPS} prompt groups give no paired interval" if without else
                "not resolved at 95%: some paired intervals include zero")
     return (f"grouped {s['folds']}-fold CV on {report['trained_on']} rows, out-of-fold; compared on the "
             f"{s['compared_rows']} rows every full-coverage candidate predicted; - best is paired, group bootstrap; "
