@@ -102,7 +102,7 @@ def select_and_predict(records, dev_rows, test_rows, scheme, features, views, co
     results = [result("lexical", "lexical", lexical.probs), result("probe", "probe", probe.probs),
                result("stack", "ensemble", stack_oof), result("blend", "ensemble", blend_oof)]
     kappa_only, _, _ = choose(results, dev, scheme, replace(config, rate_guard=False))
-    winner = rate_guard(kappa_only, results)  # what choose does next with the guard on: every candidate covers every row
+    winner = rate_guard(kappa_only, results, config.rate_guard_points / 100)  # what choose does next with the guard on
 
     pipeline = fit_pipeline(dev, lexical.view, lexical.C, lexical.class_weight, config.seed)
     lexical_test = np.exp(aligned_log_proba(pipeline, [render_text(r, lexical.view) for r in test], scheme.classes))

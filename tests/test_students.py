@@ -34,7 +34,7 @@ from judge.training.lexical import cross_validate_lexical, fit_pipeline
 from judge.training.portfolio import (FINISH_SECONDS, MEASURED_MARGIN, Context, EnsembleCandidate, LexicalCandidate,
                                       PassCosts, ProbeCandidate, Result, TransformerCandidate, choose, fit_to_budget,
                                       format_leaderboard, least_time, measured_costs, parse_budget, refit_epochs,
-                                      run_portfolio, selection_title)
+                                      rate_guard, run_portfolio, selection_title)
 from judge.views import render_text
 from tests.tiny import synthetic_rows, write_jsonl
 
@@ -242,6 +242,20 @@ def test_a_winner_whose_worst_model_is_off_yields_to_a_close_candidate_whose_rat
     assert run(22, rate_guard=False)[0].candidate == "lexical"
     winner, (_, stack) = run(80)  # far behind: its kappa is resolved below, and a rate is not worth that much
     assert stack.delta_ci[1] < 0 and winner.candidate == "lexical" and stack.chosen_over is None
+    assert run(22, rate_guard_points=30)[0].candidate == "lexical"  # ~25 points off is under a 30-point threshold
+
+
+def test_the_rate_guard_never_trades_an_error_for_a_larger_one_with_a_wider_interval():
+    """Only the interval decided: a winner 1.5 [-2.8, -0.2] points off gave way to one 3.0 [-6.5, +0.4] off."""
+    def candidate(name, kappa, error, ci):
+        return Result(name, "lexical", status="trained", kappa=kappa, delta_ci=(-0.02, 0.01),
+                      worst_model="m", worst_error=error, worst_error_ci=ci)
+
+    winner = candidate("stack", 0.80, -0.015, (-0.028, -0.002))
+    assert rate_guard(winner, [winner, candidate("probe", 0.79, -0.030, (-0.065, 0.004))], 0.01) is winner
+    nearer = candidate("blend", 0.79, -0.005, (-0.02, 0.01))
+    assert rate_guard(winner, [winner, nearer], 0.01) is nearer
+    assert rate_guard(winner, [winner, nearer], 0.02) is winner  # 1.5 points is under a 2-point threshold
 
 
 def test_a_candidate_cut_to_some_folds_is_compared_on_its_own_rows_and_never_shrinks_the_others(tmp_path):

@@ -35,6 +35,7 @@ RANGES = {
     "epochs": MORE_THAN_0, "lr": MORE_THAN_0, "full_lr": MORE_THAN_0, "batch_size": _at_least(1), "grad_accum": _at_least(1),
     "max_length": _at_least(1), "probe_max_length": _at_least(1), "lora_r": _at_least(1), "folds": _at_least(2),
     "early_stopping_patience": _at_least(0), "weight_decay": _at_least(0), "tie_margin": _at_least(0),
+    "rate_guard_points": _at_least(0),
     "val_size": SHARE, "lora_dropout": SHARE, "warmup_ratio": SHARE,
     "holdout": ((lambda value: 0 <= value <= MAX_HOLDOUT), f"0 (none) or a share of the rows up to {MAX_HOLDOUT}"),
     "seed": ((lambda value: 0 <= value < 2**32), "in [0, 2**32)"),  # numpy's and torch's seeds
@@ -86,6 +87,7 @@ class TrainConfig:
     tie_margin: float = 0.01  # a student with fewer backbone passes within this much kappa of the best wins
     # pass over a winner whose worst response model is off at 95% out of fold for the best candidate whose is not
     rate_guard: bool = True
+    rate_guard_points: float = 1.0  # a worst-model error under this many points is left alone, resolved or not
     seed: int = 0
     # which student: auto = the portfolio's candidates within the budget; or one of lexical, transformer
     # (`finetune` on `backbone`), PRESET-lora, PRESET-full, probe (on `probe_backbone`), PRESET-probe, stack, blend,

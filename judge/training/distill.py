@@ -160,6 +160,7 @@ def distill(dataset: Dataset, out_dir: str | Path, config: TrainConfig | None = 
         report = {"split": "cv", **cv}
     selection = {"folds": portfolio.folds.k, "compared_rows": portfolio.compared_rows, "resolved": portfolio.resolved,
                  "tie_margin": config.tie_margin, "rate_guard": config.rate_guard,
+                 "rate_guard_points": config.rate_guard_points,
                  "chosen_over": winner.chosen_over}
     leaderboard = portfolio.leaderboard()
     report.update(student=winner.candidate, leaderboard=leaderboard, selection=selection, trained_on=len(rows),

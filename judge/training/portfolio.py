@@ -21,8 +21,9 @@ The rules (docs/distill.md says the same):
   candidate's row also gives its worst model's rate error out of fold (the student's mean probability
   minus the teacher's share, in points, paired group-bootstrap interval): what a user publishing
   per-model rates needs to see. Kappa still ranks; with ~150 rows a model those intervals are +/-4-8
-  points wide, too wide to rank by. But a winner whose worst model is off at 95% yields to the best
-  candidate whose worst model is not, if that one's kappa is not resolved below the best's
+  points wide, too wide to rank by. But a winner whose worst model is off at 95% (by a point or more)
+  yields to the best candidate whose worst model is not and is nearer, if that one's kappa is not
+  resolved below the best's
   (`rate_guard`; on nested XSTest splits it cut the worst model's error from 4.3 to 1.9 points at
   the same kappa, docs/benchmarks.md).
 - **Ties.** The best out-of-fold kappa wins, unless a student cheaper to score is within `tie_margin` (0.01)
@@ -870,7 +871,7 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     if challengers:
         winner = max(challengers, key=lambda r: r.delta)
     if config.rate_guard:
-        winner = rate_guard(winner, full)
+        winner = rate_guard(winner, full, config.rate_guard_points / 100)
     def below(r: Result) -> bool:  # without an interval (too few prompt groups) nothing is resolved
         return r.delta_ci is not None and r.delta_ci[1] < 0
 
@@ -880,19 +881,23 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
     return winner, len(rows), resolved
 
 
-def biased(result: Result) -> bool:
-    """Its worst response model's rate error is resolved from zero (a 95% interval on one side of it)."""
-    return result.worst_error_ci is not None and (result.worst_error_ci[0] > 0 or result.worst_error_ci[1] < 0)
+def biased(result: Result, material: float = 0.0) -> bool:
+    """Its worst response model's rate error is resolved from zero (a 95% interval on one side of it) and at
+    least `material` (a share: 0.01 is a point)."""
+    return (result.worst_error_ci is not None and (result.worst_error_ci[0] > 0 or result.worst_error_ci[1] < 0)
+            and abs(result.worst_error) >= material)
 
 
-def rate_guard(winner: Result, compared: list[Result]) -> Result:
-    """The winner, or, if its worst model's rate is off at 95% out of fold, the best-kappa candidate of those
-    compared on every row whose worst model is not off and whose kappa is not resolved below the best's: a
-    user publishes per-model rates, and a bias resolved on ~150 rows a model is one the intervals can see."""
-    if not biased(winner):
+def rate_guard(winner: Result, compared: list[Result], material: float = 0.0) -> Result:
+    """The winner, or, if its worst model's rate is off at 95% out of fold by at least `material`, the best-kappa
+    candidate of those compared on every row whose worst model is not, is nearer the teacher than the winner's,
+    and whose kappa is not resolved below the best's: a user publishes per-model rates, and a bias resolved on
+    ~150 rows a model is one the intervals can see. A narrower error is never traded for a wider one that
+    merely has a wider interval, and an error under `material` for none."""
+    if not biased(winner, material):
         return winner
     calm = [r for r in compared if r.worst_error_ci is not None and not biased(r)
-            and r.delta_ci is not None and r.delta_ci[1] >= 0]
+            and abs(r.worst_error) < abs(winner.worst_error) and r.delta_ci is not None and r.delta_ci[1] >= 0]
     if not calm:
         return winner
     chosen = max(calm, key=lambda r: (r.kappa, -scoring_passes(r)))
@@ -972,6 +977,7 @@ def selection_title(report: dict) -> str:
             f"tie rule: a student with fewer backbone passes within {s['tie_margin']} kappa of the best wins"
             + ("; worst model: the response model whose rate is furthest from the teacher's (student's mean "
                "probability - teacher, points, paired group bootstrap on the same rows)"
-               + ("; rate guard: a winner whose worst model is off at 95% yields to the best candidate whose is not "
-                  "and whose kappa is not resolved below the best's" if s.get("rate_guard") else "")
+               + (f"; rate guard: a winner whose worst model is off at 95% by {s.get('rate_guard_points', 0):g} points "
+                  "or more yields to the best candidate whose is not, is nearer, and whose kappa is not resolved below "
+                  "the best's" if s.get("rate_guard") else "")
                if any(r.get("worst_model") for r in report["leaderboard"]) else ""))
