@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import signal
 import sys
 import time
@@ -569,6 +568,13 @@ def draw_rank(record: Record, seed: int) -> bytes:
     return hashlib.blake2b(f"{seed}:{record.id}".encode("utf-8"), digest_size=8).digest()
 
 
+def draw_coin(record: Record, seed: int) -> float:
+    """`draw_rank` as a uniform number in [0, 1): a record's permanent coin for an active draw, drawn when it
+    falls below the record's inclusion probability (Poisson sampling with permanent random numbers, Ohlsson
+    1995), so a reordered or grown file keeps the rows it drew wherever their probabilities hold."""
+    return int.from_bytes(draw_rank(record, seed), "big") / 2 ** 64
+
+
 def _first_drawn(records: list[Record], members: list[int], k: int, seed: int) -> list[int]:
     """The ``k`` of ``members`` (indices into ``records``) that rank first in the seeded draw."""
     return sorted(members, key=lambda i: draw_rank(records[i], seed))[:k]
@@ -603,7 +609,7 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
 
     ``uniform``: exactly min(n, N) records of each group, the ones that rank first by `draw_rank`
     (seeded and uniform, whatever the file's order); inclusion probability n / N. ``active``
-    (Zrnic & Candes 2024): each record is drawn on its own with probability proportional to
+    (Zrnic & Candes 2024): each record is drawn on its own (its `draw_coin`) with probability proportional to
     ``uncertainty`` (mixed with uniform by ``mix``, so no record's probability is tiny) and n per
     group expected; the estimator divides by these probabilities, so the estimate stays unbiased
     while the labels go where the student is least sure.
@@ -619,7 +625,6 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
     strata: dict[str, list[int]] = defaultdict(list)
     for index, value in enumerate(values):
         strata[str(value)].append(index)
-    rng = random.Random(seed)
     chosen: dict[int, dict] = {}
     for key, members in sorted(strata.items()):
         size = len(members)
@@ -630,7 +635,7 @@ def draw_per_group(records: list[Record], n: int, *, per: str = "model", seed: i
         weight = np.array([uncertainty[i] for i in members], dtype=float) + 1e-9
         pi = inclusion_probabilities(n * ((1 - mix) * weight / weight.sum() + mix / size))
         chosen.update({i: {"stratum": key, "stratum_size": size, "inclusion_prob": float(p)}
-                       for i, p in zip(members, pi) if rng.random() < p})
+                       for i, p in zip(members, pi) if draw_coin(records[i], seed) < p})
     meta = {"purpose": "estimation", "design": design, "per": per, "seed": seed, "n_per_group": n}
     order = sorted(chosen)
     return [records[i] for i in order], {records[i].id: {**meta, **chosen[i]} for i in order}

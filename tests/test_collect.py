@@ -252,6 +252,23 @@ def test_draws_follow_the_rows_not_their_order_so_a_grown_file_keeps_its_draw():
     assert drawn(new_model, "model") == drawn(base, "model") | drawn(new_model[300:], "model")  # allocation unchanged
 
 
+def test_an_active_draw_follows_the_rows_too():
+    """Its coins were tossed in file order: the same file reordered drew other rows."""
+    base = rows(300)
+    uncertainty = {row["id"]: (i % 7) / 7 for i, row in enumerate(base)}
+
+    def drawn(row_list, seed=0):
+        records = records_of(row_list)
+        picked, design = draw_per_group(records, 20, per="model", seed=seed, design="active",
+                                        uncertainty=[uncertainty[r.id] for r in records])
+        return {r.id: design[r.id]["inclusion_prob"] for r in picked}
+
+    first, shuffled = drawn(base), drawn(random.Random(1).sample(base, len(base)))
+    assert shuffled.keys() == first.keys() != drawn(base, seed=1).keys()
+    assert shuffled == pytest.approx(first)  # the same probabilities, summed in another order
+    assert 45 <= len(first) <= 75  # 20 per model expected, over three models
+
+
 def test_label_missing_fills_only_unlabelled_records(server, tmp_path):
     labelled = synthetic_rows(4)
     dataset = build_dataset([("in.jsonl", i + 1, r) for i, r in enumerate(labelled[:2] + rows(4)[2:])])
