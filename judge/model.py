@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +177,20 @@ def read_meta(path: str | Path) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise invalid(f"unreadable scheme: {type(exc).__name__} {exc}") from None
     return meta
+
+
+REPAIR = "copy the judge folder again, or re-run `judge distill`"
+
+
+@contextmanager
+def reading_artifact(path: str | Path, problem: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Load one file or folder of an artifact: ``errors`` (what a copy cut short or a file gone makes the loader
+    raise) become one InputError naming it, saying what is wrong and how to get a whole one back."""
+    try:
+        yield
+    except errors as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise InputError(f"{problem} ({type(exc).__name__}: {detail}): {REPAIR}", path=path) from None
 
 
 def backend_class(meta: dict) -> type[Judge]:

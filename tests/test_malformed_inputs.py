@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -154,6 +155,43 @@ def test_a_damaged_judge_json_is_one_line(content, tmp_path):
         result = runner.invoke(app, args)
         assert one_line_error(result, tmp_path / "judge.json"), (args, result.output)
         assert "not a valid judge artifact (" in result.output
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+DAMAGES = {"cut": _cut, "empty": lambda data: b"", "not_a_zip": lambda data: bytes(range(256)) * 4,
+           "zeroed_tail": lambda data: data[:-4096] + bytes(4096)}  # a copy cut short, or never done
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_model_skops_is_one_line_saying_what_to_do(damage, lexical_judge, tmp_path):
+    """A model.skops cut short was a zipfile.BadZipFile traceback from every command that loads the judge."""
+    judge_dir = shutil.copytree(lexical_judge, tmp_path / "judge")
+    model = judge_dir / "model.skops"
+    model.write_bytes(DAMAGES[damage](model.read_bytes()))
+    labels = write_jsonl(tmp_path / "labels.jsonl", synthetic_rows(20))
+    for args in (["score", str(labels), "-j", str(judge_dir)], ["calibrate", str(labels), "-j", str(judge_dir)],
+                 ["serve", "-j", str(judge_dir)]):
+        result = runner.invoke(app, args)
+        assert one_line_error(result, f"{model}: truncated or not a skops file ("), (args, repr(result.exception))
+        assert result.output.rstrip().endswith("copy the judge folder again, or re-run `judge distill`"), result.output
+
+
+@pytest.mark.parametrize("part, file", [("adapter", "adapter_model.safetensors"), ("adapter", "adapter_config.json"),
+                                        ("tokenizer", "tokenizer.json")])
+def test_a_damaged_transformer_artifact_is_one_line_naming_the_part(part, file, tiny_judge, tmp_path):
+    """SafetensorError, JSONDecodeError tracebacks. (In this process the backbone's load bar shows beside the
+    error: the CLI quiets it only before transformers is first imported.)"""
+    judge_dir = shutil.copytree(tiny_judge, tmp_path / "judge")
+    (judge_dir / part / file).write_bytes(_cut((judge_dir / part / file).read_bytes()))
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    result = runner.invoke(app, ["score", str(responses), "-j", str(judge_dir)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {judge_dir / part}: cannot load the "), result.output
+    assert errors[0].endswith("copy the judge folder again, or re-run `judge distill`")
 
 
 def test_escalation_refuses_a_broken_cache_before_scoring(lexical_judge, tmp_path):

@@ -6,6 +6,7 @@ TF-IDF + logistic-regression pipeline is made of, so opening a shared artifact r
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import numpy as np
 import skops.io as sio
 
 from judge.errors import InputError
-from judge.model import FLOOR, Judge
+from judge.model import FLOOR, REPAIR, Judge, reading_artifact
 from judge.records import Record
 from judge.views import render_text
 
 MODEL_FILE = "model.skops"
+# what skops raises for a file cut short (no zip directory), a damaged member (bad CRC) or another zip: not a skops file
+SKOPS_DAMAGE = (zipfile.BadZipFile, KeyError, ValueError)
 
 
 def save_estimator(estimator, path: str | Path) -> None:
@@ -28,12 +31,14 @@ def load_estimator(path: str | Path):
     """Load a skops file, refusing any type outside scikit-learn / numpy / scipy (no arbitrary code)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError("missing estimator file", path=path)
-    untrusted = sio.get_untrusted_types(file=path)
+        raise InputError(f"missing estimator file: {REPAIR}", path=path)
+    with reading_artifact(path, "truncated or not a skops file", SKOPS_DAMAGE):
+        untrusted = sio.get_untrusted_types(file=path)
     foreign = [t for t in untrusted if t.split(".")[0] not in ("sklearn", "numpy", "scipy", "builtins")]
     if foreign:
         raise InputError(f"estimator file holds types judge does not load: {foreign}", path=path)
-    return sio.load(path, trusted=untrusted)
+    with reading_artifact(path, "truncated or not a skops file", SKOPS_DAMAGE):
+        return sio.load(path, trusted=untrusted)
 
 
 def aligned_log_proba(estimator, features, classes: Sequence[str]) -> np.ndarray:

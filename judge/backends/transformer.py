@@ -13,16 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from judge.backbones import BackboneRef, local_backbone, resolve_backbone
 from judge.errors import InputError
-from judge.model import Judge
+from judge.model import Judge, reading_artifact
 from judge.records import Record
 from judge.views import render
 
 # Heads stay in full precision when the body is quantized (BERT's classifier and pooler, LMs' score).
 HEAD_MODULES = ["classifier", "score", "bert.pooler.dense", "pooler.dense"]
+# What loading a damaged artifact folder raises: a JSON file cut short or gone (OSError, ValueError), a weights
+# file cut short (SafetensorError)
+PART_DAMAGE = (OSError, ValueError, SafetensorError)
 
 
 def quantization_config(quant: str) -> BitsAndBytesConfig | None:
@@ -187,9 +191,11 @@ class TransformerJudge(Judge):
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or inference_dtype(self.device)
         self.max_length = int(meta["max_length"])
         self.batch_size = self.default_batch_size(meta, self.device.type)
-        self.tokenizer = AutoTokenizer.from_pretrained(Path(path) / "tokenizer")
+        with reading_artifact(Path(path) / "tokenizer", "cannot load the tokenizer", PART_DAMAGE):
+            self.tokenizer = AutoTokenizer.from_pretrained(Path(path) / "tokenizer")
         if (Path(path) / "model").is_dir():  # merged export or full fine-tune
-            model = AutoModelForSequenceClassification.from_pretrained(Path(path) / "model", dtype=self.dtype)
+            with reading_artifact(Path(path) / "model", "cannot load the model", PART_DAMAGE):
+                model = AutoModelForSequenceClassification.from_pretrained(Path(path) / "model", dtype=self.dtype)
             self.model = model.to(self.device).eval()
             return
         quant = meta.get("training", {}).get("quant", "none") if self.device.type == "cuda" else "none"
@@ -197,7 +203,8 @@ class TransformerJudge(Judge):
         base = load_classifier(artifact_backbone(meta["backbone"]), len(self.classes_),
                                quantization_config=quantization_config(quant), pad_token_id=self.tokenizer.pad_token_id,
                                dtype=torch.float32 if quant == "none" else self.dtype)
-        model = PeftModel.from_pretrained(base, Path(path) / "adapter")
+        with reading_artifact(Path(path) / "adapter", "cannot load the LoRA adapter", PART_DAMAGE):
+            model = PeftModel.from_pretrained(base, Path(path) / "adapter")
         if quant == "none":  # merging into 4-bit or 8-bit weights would round the adapter away
             model = model.merge_and_unload().to(self.device, self.dtype)
         self.model = model.eval()
