@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from judge.errors import InputError
@@ -93,8 +95,11 @@ class Judge:
     @staticmethod
     def without_model(path: str | Path) -> Judge:
         """The artifact's scheme, calibration and metadata with no weights loaded: what a driver that
-        scores elsewhere (the Ray engine) needs for rates and escalation. It cannot predict."""
-        return Judge(path, read_meta(path))
+        scores elsewhere (the Ray engine) needs for rates and escalation. It cannot predict, but its weight
+        files are checked whole (`check_files`), so a damaged one is refused before any actor starts."""
+        meta = read_meta(path)
+        check_files(path)
+        return Judge(path, meta)
 
     @classmethod
     def default_batch_size(cls, meta: dict, device_type: str) -> int:
@@ -191,6 +196,20 @@ def reading_artifact(path: str | Path, problem: str, errors: tuple[type[Exceptio
     except errors as exc:
         detail = (str(exc).strip().splitlines() or [""])[0]
         raise InputError(f"{problem} ({type(exc).__name__}: {detail}): {REPAIR}", path=path) from None
+
+
+def check_files(path: str | Path) -> None:
+    """Refuse an artifact whose weight files are cut short or damaged, as loading them would, reading only what
+    tells: each skops file's zip directory and checksums, each safetensors file's header."""
+    for file in sorted(Path(path).rglob("*.skops")):
+        with reading_artifact(file, "truncated or not a skops file", (zipfile.BadZipFile,)):
+            with zipfile.ZipFile(file) as archive:
+                damaged = archive.testzip()
+            if damaged is not None:
+                raise zipfile.BadZipFile(f"bad CRC-32 for {damaged}")
+    for file in sorted(Path(path).rglob("*.safetensors")):
+        with reading_artifact(file, "truncated or not a safetensors file", (SafetensorError,)):
+            safe_open(file, framework="numpy")  # parses the header, which must cover the file
 
 
 def backend_class(meta: dict) -> type[Judge]:

@@ -24,15 +24,25 @@ from judge.records import Record
 
 
 class ScoreBatches:
-    """A Ray Data actor: loads the judge once, then scores each planned batch with `score_records`."""
+    """A Ray Data actor: loads the judge once, then scores each planned batch with `score_records`.
+
+    An actor that cannot load the judge (its node's copy of the folder damaged) answers each batch with
+    why, for the driver to raise: raised here, it reached the user as some 330 lines of Ray traceback."""
 
     def __init__(self, judge_dir: str, batch_size: int):
-        self.judge = Judge.load(judge_dir)
+        self.judge: Judge | None = None
+        self.problem: str | None = None
+        try:
+            self.judge = Judge.load(judge_dir)
+        except InputError as exc:
+            self.problem = str(exc)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
         from judge.score import score_records
 
+        if self.judge is None:
+            return {"batch": batch["batch"], "scored": [json.dumps({"error": self.problem})] * len(batch["batch"])}
         scored = []
         for payload in batch["records"]:
             records = [Record(**fields) for fields in json.loads(payload)]
@@ -86,6 +96,8 @@ def score_records_ray(judge_dir: str | Path, records: Sequence[Record], *, batch
         predictions: list[Prediction | None] = [None] * len(records)
         for out in scored.iter_rows():
             result = json.loads(out["scored"])
+            if "error" in result:
+                raise InputError(f"{result['error']} (on a Ray node: each needs the whole judge folder at this path)")
             for i, row, probs in zip(plan[out["batch"]], result["rows"], result["probs"]):
                 rows[i] = row
                 predictions[i] = Prediction(row["judge_label"], dict(zip(described.classes_, probs)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -72,3 +73,31 @@ def test_local_engine_refuses_ray_only_options(tiny_judge, tmp_path):
     responses = write_jsonl(tmp_path / "responses.jsonl", synthetic_rows(4, with_labels=False))
     result = CliRunner().invoke(app, ["score", str(responses), "-j", tiny_judge, "--workers", "2"])
     assert result.exit_code == 1 and "--address and --workers need --engine ray" in result.output
+
+
+def test_a_damaged_artifact_is_refused_by_the_driver_before_any_actor_loads_it(lexical_judge, tmp_path):
+    """The actors' load error was some 330 lines of Ray traceback, after the cluster had started."""
+    judge_dir = shutil.copytree(lexical_judge, tmp_path / "judge")
+    model = judge_dir / "model.skops"
+    model.write_bytes(model.read_bytes()[:-100])
+    responses = write_jsonl(tmp_path / "responses.jsonl", synthetic_rows(4, with_labels=False))
+    result = CliRunner().invoke(app, ["score", str(responses), "-j", str(judge_dir), "--engine", "ray"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.output.splitlines() == [  # before the input is even read
+        f"error: {model}: truncated or not a skops file (BadZipFile: File is not a zip file): "
+        "copy the judge folder again, or re-run `judge distill`"]
+
+
+def test_an_actor_that_cannot_load_the_judge_is_one_line(lexical_judge, ray_cluster, tmp_path):
+    """What the driver cannot see (it checks the weight files there are): a node's copy without model.skops."""
+    judge_dir = shutil.copytree(lexical_judge, tmp_path / "judge")
+    (judge_dir / "model.skops").unlink()
+    responses = write_jsonl(tmp_path / "responses.jsonl", synthetic_rows(4, with_labels=False))
+    out = tmp_path / "scored.jsonl"
+    result = CliRunner().invoke(app, ["score", str(responses), "-j", str(judge_dir), "--engine", "ray", "--workers", "1",
+                                      "-o", str(out)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.output.splitlines() == ["4 lines read, 4 used, 0 skipped", f"error: {judge_dir / 'model.skops'}: "
+                                          "missing estimator file: copy the judge folder again, or re-run `judge distill` "
+                                          "(on a Ray node: each needs the whole judge folder at this path)"]
+    assert not out.exists()
