@@ -23,6 +23,7 @@ from judge.errors import InputError
 
 DEFAULT_CACHE = "data_cache/teacher.sqlite"  # relative to where a command runs: every command run there shares it
 KEY_TAG = "t1"  # bump when the key recipe changes, so old rows are never mistaken for new ones
+BUSY_TIMEOUT = 30.0  # seconds a write waits for another connection's lock before SQLite says "database is locked"
 
 
 def request_key(payload: dict) -> str:
@@ -68,7 +69,7 @@ class Cache:
             raise InputError("is a folder, not a teacher cache file (SQLite)", path=self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise InputError(f"cannot open the teacher cache: {exc}", path=self.path) from None
         try:

@@ -50,9 +50,15 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def unfinished_collect(stats: dict, then: str = "") -> typer.Exit | None:
-    """The exit of a teacher run that stopped short (None when it finished), as `judge collect` gives it: an
-    error every request would meet is exit 1 with the server's reason, a stop signal 128 + its number."""
+def unfinished_collect(stats: dict, cache: Path, *, training: bool = False) -> typer.Exit | None:
+    """The exit of a teacher run that stopped short (None when it finished), as `judge collect` gives it: a
+    cache that refused a write or an error every request would meet is exit 1 with the reason, a stop signal
+    128 + its number. ``training``: `distill --teacher`, which then trains nothing and writes no labels."""
+    then = "; nothing was trained" if training else ""
+    if stats["cache_error"]:
+        from judge.collect import cache_failure
+
+        return fail(InputError(f"{cache_failure(stats, cache, in_output=not training)}{then}"))
     if stats["teacher_error"]:
         return fail(InputError(f"the teacher endpoint refused the run: {stats['teacher_error']}{then}"))
     if stats["stopped"] == "interrupted":
@@ -138,7 +144,7 @@ def distill(
             stats = label_missing(dataset, TeacherConfig(model=teacher, base_url=base_url, api_key=api_key,
                                                          rubric=dataset.scheme.name), cache_path=cache).stats
             typer.echo(format_stats(stats), err=True)
-            if stop := unfinished_collect(stats, then="; nothing was trained"):
+            if stop := unfinished_collect(stats, cache, training=True):
                 raise stop
         options = {"backbone": backbone, "epochs": epochs, "max_length": max_length, "view": view, "views": view,
                    "seed": seed, "quant": quant, "merge": merge, "student": student, "budget": budget,
@@ -217,7 +223,7 @@ def collect(
     write_jsonl(output, labelled_rows(records, result, drawn))
     typer.echo(format_stats(result.stats))
     typer.echo(f"wrote {len(records)} rows to {output}", err=True)
-    if stop := unfinished_collect(result.stats):
+    if stop := unfinished_collect(result.stats, cache):
         raise stop
 
 
@@ -292,7 +298,7 @@ def score(
             rows, predictions, stats = escalate_predictions(judge, dataset.records, predictions, teacher_config,
                                                             threshold, cache_path=cache, progress=True)
             typer.echo(format_escalation(stats), err=True)
-            stopped, exit_code = escalation_outcome(stats)
+            stopped, exit_code = escalation_outcome(stats, cache)
         except (InputError, KeyboardInterrupt) as exc:  # a second Ctrl-C aborts the teacher calls in flight
             due = mark_not_escalated(rows, predictions, threshold)
             stopped, exit_code = (exc, 1) if isinstance(exc, InputError) else ("interrupted", 130)

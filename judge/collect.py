@@ -17,10 +17,11 @@ import asyncio
 import hashlib
 import json
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -189,6 +190,8 @@ class _Tally:
         self.stopped: str | None = None
         self.signal: int | None = None  # the one that interrupted the run
         self.fatal: str | None = None  # the server's reason, when an error every request would meet stopped the run
+        self.cache_error: str | None = None  # SQLite's reason, when the cache refused a write and stopped the run
+        self.unstored: dict[str, dict] = {}  # answers paid for that the cache refused, by key: this run's output has them
         self.batches: list[dict] = []
         self.settled = asyncio.Condition()
         self.halted = asyncio.Event()  # set by `stop`: nothing more is sent
@@ -241,6 +244,19 @@ class _Tally:
             self.flying -= 1
             self.settled.notify_all()
 
+    def store(self, write: Callable[[], None]) -> bool:
+        """Run one cache write. A write SQLite refuses (locked past the busy timeout, a full disk, a read-only
+        file) stops the run as an error every request would meet does: nothing more is sent (requests waiting
+        for a slot hear it when the failed call releases its own), and the calls in flight still land."""
+        try:
+            write()
+        except sqlite3.Error as exc:
+            self.cache_error = self.cache_error or str(exc)
+            self.stopped = self.stopped or "cache_error"
+            self.halted.set()
+            return False
+        return True
+
     def record(self, cache: Cache, job: Job, rubric: Rubric, reply=None, error: str | None = None, via: str = "online") -> None:
         if reply is None:
             self.errors[job.key] = error or "unknown error"
@@ -248,10 +264,12 @@ class _Tally:
         else:
             cost = cost_of(self.price or price_of(reply.model or "", self.teacher.prices), reply.prompt_tokens,
                            reply.completion_tokens, batch=via == "batch")
-            cache.put(job.key, record_id=job.record_ids[0], status=reply.status, label=reply.label, probs=reply.probs,
-                      explanation=reply.explanation, raw=reply.raw, model=reply.model, requested_model=self.teacher.model,
-                      rubric_sha256=rubric.sha256, error=reply.error, prompt_tokens=reply.prompt_tokens,
-                      completion_tokens=reply.completion_tokens, cost=cost, via=via)
+            answer = dict(record_id=job.record_ids[0], status=reply.status, label=reply.label, probs=reply.probs,
+                          explanation=reply.explanation, raw=reply.raw, model=reply.model, requested_model=self.teacher.model,
+                          rubric_sha256=rubric.sha256, error=reply.error, prompt_tokens=reply.prompt_tokens,
+                          completion_tokens=reply.completion_tokens, cost=cost, via=via)
+            if not self.store(lambda: cache.put(job.key, **answer)):
+                self.unstored[job.key] = answer
             self.spent += cost
             self.answers += 1
             self.counts["done" if reply.status == "ok" else "failed"] += 1
@@ -372,7 +390,7 @@ async def _batch(pending: list[Job], teacher: TeacherConfig, scheme: Scheme, rub
             tally.fatal = permanent_error(exc)
             tally.stopped = tally.stopped or ("teacher_error" if tally.fatal else None)
             return
-        cache.add_batch(created.id, upload.id, teacher.model, [job.key for job in rest], created.status)
+        tally.store(lambda: cache.add_batch(created.id, upload.id, teacher.model, [job.key for job in rest], created.status))
         tally.sent, tally.reserved = tally.sent + len(rest), 0.0
         await _finish_batch(client, created.id, rest, scheme, rubric, cache, tally, deadline)
 
@@ -398,7 +416,7 @@ async def _finish_batch(client, batch_id: str, jobs: list[Job], scheme: Scheme, 
         except openai.OpenAIError as exc:  # the batch stays open in the cache; a rerun polls it again
             tally.batches.append({"id": batch_id, "status": f"unreachable ({type(exc).__name__})", "requests": len(jobs)})
             return
-        cache.set_batch(batch_id, batch.status)
+        tally.store(lambda: cache.set_batch(batch_id, batch.status))
         tally.bar.set_description(f"batch {batch_id} {batch.status}")
         if batch.status in BATCH_DONE or (deadline is not None and time.monotonic() >= deadline):
             break
@@ -432,7 +450,7 @@ async def _finish_batch(client, batch_id: str, jobs: list[Job], scheme: Scheme, 
     for job in by_key.values():
         tally.record(cache, job, rubric, error=f"batch {batch_id} ended {batch.status} without this request"
                                                + (f" ({unreadable} output lines unreadable)" if unreadable else ""))
-    cache.set_batch(batch_id, batch.status, merged=True)
+    tally.store(lambda: cache.set_batch(batch_id, batch.status, merged=True))
 
 
 def read_batch_line(line: str) -> tuple[str | None, dict | None, str | None]:
@@ -489,7 +507,7 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
         if pending:
             _run((_batch if teacher.batch else _online)(pending, teacher, scheme, rubric, cache, tally))
         tally.bar.close()
-        stored = cache.get_many(jobs)
+        stored = {**tally.unstored, **cache.get_many(jobs)}
     finally:
         cache.close()
 
@@ -513,8 +531,20 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
              "labelled": status["ok"], "failed": len(labels) - status["ok"], "unsent": len(records) - len(labels),
              "spent": tally.spent, "status": {s: status[s] for s in STATUSES if status[s]},
              "stopped": tally.stopped, "signal": tally.signal, "teacher_error": tally.fatal, "batches": tally.batches,
-             "rubric_sha256": rubric.sha256}
+             "cache_error": tally.cache_error, "unstored": len(tally.unstored), "rubric_sha256": rubric.sha256}
     return CollectResult(labels, stats)
+
+
+def cache_failure(stats: dict, cache_path: str | Path, *, in_output: bool = True) -> InputError:
+    """The one line for a run that stopped because the cache refused a write (``stats["cache_error"]``);
+    ``in_output``: the answers it could not store are in the rows the command writes."""
+    lost = stats["unstored"]
+    kept = ("every answer received is stored" if not lost else
+            f"{lost} answer(s) paid for could not be stored: they are in this run's output only, and a rerun pays "
+            "for them again" if in_output else f"{lost} answer(s) paid for could not be stored, and a rerun pays for "
+            "them again")
+    return InputError(f"the teacher cache refused a write ({stats['cache_error']}), so the run stopped; the answers "
+                      f"stored before are kept, {kept}", path=cache_path)
 
 
 def labelled_rows(records: list[Record], result: CollectResult, sample: dict[str, dict] | None = None) -> list[dict]:
@@ -740,6 +770,9 @@ def format_stats(stats: dict) -> str:
                      "so a rerun after the fix pays for none of it again")
     elif stats["stopped"] == "interrupted":
         lines.append("interrupted: the requests in flight were stored; rerun to continue (nothing is paid twice)")
+    elif stats["stopped"] == "cache_error":
+        lines.append(f"stopped: the teacher cache refused a write ({stats['cache_error']}); answers paid for and "
+                     f"not stored: {stats['unstored']}")
     lines += [f"batch {b['id']}: {b['status']}" + ("" if b["status"] in BATCH_DONE else " (rerun to pick it up)")
               + (f"; {b['unreadable_lines']} output lines unreadable, their requests failed" if b.get("unreadable_lines") else "")
               for b in stats["batches"]]

@@ -261,10 +261,15 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
     return rows, final, stats
 
 
-def escalation_outcome(stats: dict) -> tuple[str | None, int]:
-    """(the error to print, the exit code) of an escalation that ran, as `judge collect` would give them: an
-    error every request would meet (bad key, no quota) is exit 1, a stop signal 128 + its number."""
+def escalation_outcome(stats: dict, cache_path: str | Path) -> tuple[str | None, int]:
+    """(the error to print, the exit code) of an escalation that ran, as `judge collect` would give them: a
+    cache that refused a write or an error every request would meet (bad key, no quota) is exit 1, a stop
+    signal 128 + its number."""
+    from judge.collect import cache_failure
+
     collected, kept = stats["collect"], stats["teacher_failed"]
+    if collected["cache_error"]:
+        return str(cache_failure(collected, cache_path)), 1
     if collected["teacher_error"]:
         return (f"escalation stopped (the teacher endpoint refused the run: {collected['teacher_error']}): {kept} of "
                 f"the {stats['escalated']} responses below the threshold keep the student's label (judge_teacher_status "

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import judge.cache
 from judge.collect import (TeacherConfig, collect, draw_per_group, format_plan, format_stats, label_missing,
                            labelled_rows, plan, prepare, resolve_rubric, stratified_sample, teacher_sample)
 from judge.errors import InputError
@@ -592,6 +597,67 @@ def test_an_error_every_request_would_meet_stops_the_run_and_keeps_the_answers(s
     assert written == ["ok"] * 5 + ["error"] + ["not_sent"] * 14
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (5,)
+
+
+@contextmanager
+def unwritable(cache: Path, how: str) -> Iterator[str]:
+    """The cache made to refuse writes for real, yielding what SQLite will say: another connection's write lock,
+    or a read-only file (chmod; for root, whom chmod does not stop, the immutable flag)."""
+    if how == "locked":
+        db = sqlite3.connect(cache, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        try:
+            yield "database is locked"
+        finally:
+            db.close()
+        return
+    root = os.geteuid() == 0
+    if root and (not shutil.which("chattr") or subprocess.run(["chattr", "+i", cache], capture_output=True).returncode):
+        pytest.skip("running as root, and this file system has no immutable flag to make a file read-only for root")
+    if not root:
+        cache.chmod(0o444)
+    try:
+        yield "attempt to write a readonly database"
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", cache], check=True)
+        else:
+            cache.chmod(0o644)
+
+
+@pytest.mark.parametrize("how", ["locked", "read_only"])
+def test_a_cache_that_refuses_a_write_stops_the_run_in_one_line_and_keeps_every_answer(server, tmp_path, monkeypatch, how):
+    """A cache locked past the busy timeout or read-only: the first answer it could not store was an
+    sqlite3.OperationalError traceback, with no labels written and the answers in flight lost."""
+    monkeypatch.setattr(judge.cache, "BUSY_TIMEOUT", 0.2)
+    path = write_jsonl(tmp_path / "in.jsonl", rows(20))
+    out, cache = tmp_path / "labels.jsonl", tmp_path / "c.sqlite"
+    from judge.cli import app
+
+    args = ["collect", str(path), "-o", str(out), "--teacher", "gpt-4o", "--base-url", server.url, "--concurrency", "1",
+            "--cache", str(cache)]
+    first = CliRunner().invoke(app, [*args, "--sample", "5"], env={"OPENAI_API_KEY": "sk-test"})
+    assert first.exit_code == 0, first.output
+    with unwritable(cache, how) as reason:
+        result = CliRunner().invoke(app, args, env={"OPENAI_API_KEY": "sk-test"})
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert errors == [f"error: {cache}: the teacher cache refused a write ({reason}), so the run stopped; the answers "
+                      "stored before are kept, 1 answer(s) paid for could not be stored: they are in this run's output "
+                      "only, and a rerun pays for them again"], result.output
+    assert server.counts["chat"] == 6  # stopped at the first answer it could not store
+    written = [json.loads(line)["teacher_status"] for line in out.read_text().splitlines()]
+    assert sorted(written) == ["not_sent"] * 14 + ["ok"] * 6  # the 5 stored and the 1 it could not store
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM labels").fetchone() == (5,)
+    if how == "locked":  # distill --teacher stops there too, before training on a part of the labels
+        with unwritable(cache, how):
+            result = CliRunner().invoke(app, ["distill", str(path), "-o", str(tmp_path / "judge"), "--teacher", "gpt-4o",
+                                              "--base-url", server.url, "--cache", str(cache), "--student", "lexical"],
+                                        env={"OPENAI_API_KEY": "sk-test"})
+        assert result.exit_code == 1 and not (tmp_path / "judge" / "judge.json").exists(), result.output
+        assert re.search(r"\d+ answer\(s\) paid for could not be stored, and a rerun pays for them again; nothing was "
+                         r"trained\n", result.output), result.output
 
 
 def test_a_malformed_reply_fails_its_row_only_and_the_others_are_kept(server, tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import judge.cache
 from judge.cli import app
 from judge.calibrate import (brier_score, calibrate_out_of_fold, expected_calibration_error, fit_temperature,
                              fitted_temperature, nll)
@@ -676,6 +678,29 @@ def test_escalation_spend_without_a_token_price_uses_calibrates_cost_per_call(le
                                          "--teacher", "my-teacher", "--base-url", server.url, "--api-key", "test",
                                          "--cache", str(tmp_path / f"cache{run}.sqlite")])  # each run pays its calls
             assert result.exit_code == 0 and spend in result.output, result.output
+
+def test_escalation_whose_answers_the_cache_cannot_store_writes_them_and_exits_1(lexical_judge, tmp_path, monkeypatch):
+    """A cache locked past the busy timeout (another program writing it) was an sqlite3.OperationalError traceback,
+    and the answers paid for were in no file."""
+    monkeypatch.setattr(judge.cache, "BUSY_TIMEOUT", 0.2)
+    responses = write_jsonl(tmp_path / "r.jsonl", sure_and_unsure_rows(4, 2))
+    cache, out = tmp_path / "cache.sqlite", tmp_path / "out.jsonl"
+    judge.cache.Cache(cache).close()
+    lock = sqlite3.connect(cache, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    with ScriptedOpenAI() as server:
+        result = runner.invoke(app, ["score", str(responses), "-j", lexical_judge, "-o", str(out), "--escalate-below",
+                                     "0.999", "--teacher", "gpt-4o", "--base-url", server.url, "--cache", str(cache)],
+                               env={"OPENAI_API_KEY": "sk-test"})
+    lock.close()
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and errors == [
+        f"error: {cache}: the teacher cache refused a write (database is locked), so the run stopped; the answers stored "
+        "before are kept, 2 answer(s) paid for could not be stored: they are in this run's output only, and a rerun "
+        "pays for them again"], result.output
+    assert server.counts["chat"] == 2
+    assert [json.loads(line)["judge_source"] for line in out.read_text().splitlines()] == ["student"] * 4 + ["teacher"] * 2
+
 
 def test_a_custom_scheme_judge_escalates_with_the_prompt_its_labels_came_from(tmp_path):
     """A custom scheme has no built-in rubric: escalation asks for --prompt-file (before scoring) and warns when the
