@@ -50,14 +50,40 @@ LABEL_COLUMNS = ("record_id", "status", "label", "probs", "explanation", "raw", 
                  "rubric_sha256", "error", "prompt_tokens", "completion_tokens", "cost", "via")
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+def pending_migrations(db: sqlite3.Connection) -> list[Callable[[sqlite3.Connection], None]]:
+    """The migrations `_migrations` does not record (every one, in a new file)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone() is None:
+        return list(MIGRATIONS)
     done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    for migration in MIGRATIONS:
-        if migration.__name__ not in done:
-            with db:
-                migration(db)
-                db.execute("INSERT INTO _migrations VALUES (?, ?)", (migration.__name__, time.time()))
+    return [migration for migration in MIGRATIONS if migration.__name__ not in done]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Apply the pending migrations in one write transaction that looks for them again once it holds the lock:
+    processes opening one new cache at once each applied them (one failed: "table labels already exists").
+    A cache already up to date is only read."""
+    if not pending_migrations(db):
+        return
+    with db:
+        db.execute("BEGIN IMMEDIATE")  # waits out (busy timeout) another process migrating this file
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+        for migration in pending_migrations(db):
+            migration(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (migration.__name__, time.time()))
+
+
+def use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL. Of processes switching one new file at once, SQLite answers the others "database
+    is locked" at once, without the busy timeout's wait: so the switch is retried until that timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class Cache:
@@ -74,7 +100,7 @@ class Cache:
             raise InputError(f"cannot open the teacher cache: {exc}", path=self.path) from None
         try:
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self.db)
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
             migrate(self.db)
         except sqlite3.Error as exc:  # not an SQLite file, another program's database, a place it cannot write

@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import judge.cache
+from judge.cache import MIGRATIONS, Cache
 from judge.collect import (TeacherConfig, collect, draw_per_group, format_plan, format_stats, label_missing,
                            labelled_rows, plan, prepare, resolve_rubric, stratified_sample, teacher_sample)
 from judge.errors import InputError
@@ -658,6 +659,34 @@ def test_a_cache_that_refuses_a_write_stops_the_run_in_one_line_and_keeps_every_
         assert result.exit_code == 1 and not (tmp_path / "judge" / "judge.json").exists(), result.output
         assert re.search(r"\d+ answer\(s\) paid for could not be stored, and a rerun pays for them again; nothing was "
                          r"trained\n", result.output), result.output
+
+
+def open_new_cache(path: str, start: float) -> str:
+    """One process's open of a cache no one has made yet, at `start` (as its siblings): "ok", or the error line."""
+    while time.time() < start:
+        pass
+    try:
+        Cache(path).close()
+    except InputError as exc:
+        return str(exc)
+    return "ok"
+
+
+def test_processes_making_one_new_cache_at_once_all_open_it_and_migrate_it_once(tmp_path):
+    """Two runs starting on a new cache raced to switch it to WAL ("database is locked", without the busy
+    timeout's wait) and to apply the migrations ("table labels already exists"): about 1 open in 45 failed."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        pool.map(time.sleep, [0] * 8)  # every worker started (and has imported judge) before the first round
+        for attempt in range(25):
+            path = tmp_path / f"c{attempt}.sqlite"
+            opened = pool.starmap(open_new_cache, [(str(path), time.time() + 0.1)] * 8)
+            assert opened == ["ok"] * 8, (attempt, opened)
+            with sqlite3.connect(path) as db:
+                assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+                assert db.execute("SELECT name FROM _migrations ORDER BY rowid").fetchall() == [
+                    (migration.__name__,) for migration in MIGRATIONS]
 
 
 def test_a_malformed_reply_fails_its_row_only_and_the_others_are_kept(server, tmp_path):
