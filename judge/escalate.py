@@ -283,7 +283,7 @@ def format_escalation(stats: dict) -> str:
     """The summary: where the labels came from, what failed, and what the teacher calls cost."""
     failed = {k: v for k, v in stats["statuses"].items() if k != "ok"}
     interrupted = stats["collect"]["stopped"] == "interrupted"
-    unsent = failed.pop("not_sent", 0) if interrupted or stats["collect"]["teacher_error"] else 0
+    unsent = failed.pop("not_sent", 0) if stats["collect"]["stopped"] else 0  # said apart, by the stop's own line
     line = (f"escalated {stats['escalated']} of {stats['n']} responses (confidence below {format_confidence(stats['threshold'])}) "
             f"to the teacher: {stats['teacher_labels']} teacher labels")
     if failed:
