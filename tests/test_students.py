@@ -256,6 +256,8 @@ def test_the_rate_guard_never_trades_an_error_for_a_larger_one_with_a_wider_inte
     nearer = candidate("blend", 0.79, -0.005, (-0.02, 0.01))
     assert rate_guard(winner, [winner, nearer], 0.01) is nearer
     assert rate_guard(winner, [winner, nearer], 0.02) is winner  # 1.5 points is under a 2-point threshold
+    slight = candidate("blend", 0.79, -0.005, (-0.008, -0.002))  # resolved, but half a point: immaterial
+    assert rate_guard(candidate("stack", 0.80, -0.04, (-0.06, -0.02)), [slight], 0.01) is slight
 
 
 def test_a_candidate_cut_to_some_folds_is_compared_on_its_own_rows_and_never_shrinks_the_others(tmp_path):

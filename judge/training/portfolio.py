@@ -892,11 +892,11 @@ def rate_guard(winner: Result, compared: list[Result], material: float = 0.0) ->
     """The winner, or, if its worst model's rate is off at 95% out of fold by at least `material`, the best-kappa
     candidate of those compared on every row whose worst model is not, is nearer the teacher than the winner's,
     and whose kappa is not resolved below the best's: a user publishes per-model rates, and a bias resolved on
-    ~150 rows a model is one the intervals can see. A narrower error is never traded for a wider one that
-    merely has a wider interval, and an error under `material` for none."""
+    ~150 rows a model is one the intervals can see. A smaller error is never traded for a larger one that merely
+    has a wider interval, and an error under `material` counts as none, in the winner as in the others."""
     if not biased(winner, material):
         return winner
-    calm = [r for r in compared if r.worst_error_ci is not None and not biased(r)
+    calm = [r for r in compared if r.worst_error_ci is not None and not biased(r, material)
             and abs(r.worst_error) < abs(winner.worst_error) and r.delta_ci is not None and r.delta_ci[1] >= 0]
     if not calm:
         return winner
