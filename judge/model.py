@@ -70,6 +70,7 @@ class Judge:
     """A loaded judge. ``predict_proba`` columns follow ``classes_`` (the scheme's order)."""
 
     batch_size = 32
+    meta_keys: tuple[str, ...] = ()  # what a backend reads from judge.json beyond kind, scheme and view
 
     def __init__(self, path: str | Path, meta: dict):
         self.path = Path(path)
@@ -90,7 +91,12 @@ class Judge:
         """Load any artifact folder written by `judge distill`. `options` go to the backend (a transformer
         judge takes ``device`` and ``dtype``)."""
         meta = read_meta(path)
-        return backend_class(meta)(path, meta, **options)
+        backend = backend_class(meta)
+        missing = [key for key in backend.meta_keys if key not in meta]
+        if missing:  # a hand-edited or half-written judge.json: one line, not a KeyError from deep in the backend
+            raise InputError(f"not a valid judge artifact (no {', '.join(missing)} for a {meta['kind']} judge)",
+                             path=Path(path) / ARTIFACT_FILE)
+        return backend(path, meta, **options)
 
     @staticmethod
     def without_model(path: str | Path) -> Judge:

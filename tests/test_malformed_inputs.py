@@ -157,6 +157,20 @@ def test_a_damaged_judge_json_is_one_line(content, tmp_path):
         assert "not a valid judge artifact (" in result.output
 
 
+@pytest.mark.parametrize("kind, needs", [("ensemble", "members"), ("probe", "probe, backbone, max_length"),
+                                         ("transformer", "max_length, backbone")])
+def test_a_judge_json_without_what_its_backend_reads_is_one_line(kind, needs, lexical_judge, tmp_path):
+    """A hand-edited judge.json whose kind needs keys it lacks ended in a KeyError traceback from the backend."""
+    folder = shutil.copytree(lexical_judge, tmp_path / "judge")
+    meta = json.loads((folder / "judge.json").read_text())
+    meta = {key: value for key, value in meta.items() if key not in needs.split(", ")}
+    (folder / "judge.json").write_text(json.dumps({**meta, "kind": kind}))
+    responses = write_jsonl(tmp_path / "r.jsonl", synthetic_rows(3, with_labels=False))
+    result = runner.invoke(app, ["score", str(responses), "-j", str(folder)])
+    assert one_line_error(result, folder / "judge.json"), result.output
+    assert f"not a valid judge artifact (no {needs} for a {kind} judge)" in result.output
+
+
 def _cut(data: bytes) -> bytes:
     return data[: len(data) // 2]
 

@@ -27,6 +27,7 @@ def stack_features(member_probs: Sequence[np.ndarray]) -> np.ndarray:
 
 class EnsembleJudge(Judge):
     batch_size = 256
+    meta_keys = ("members",)
 
     def __init__(self, path, meta):
         super().__init__(path, meta)

@@ -90,6 +90,8 @@ class ProbeJudge(Judge):
     """Scores with the backbone it was trained on (the artifact records its folder and name), on CUDA when
     there is one, in bf16 where that runs natively; `device` and `dtype` override, as for a transformer judge."""
 
+    meta_keys = ("probe", "backbone", "max_length")
+
     def __init__(self, path, meta, *, device: str | None = None, dtype: str | torch.dtype | None = None):
         super().__init__(path, meta)
         probe = meta["probe"]

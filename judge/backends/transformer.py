@@ -183,6 +183,8 @@ class TransformerJudge(Judge):
     `device` and `dtype` (e.g. "cpu", "float32") override the defaults, as benchmarks comparing them do.
     """
 
+    meta_keys = ("max_length", "backbone")
+
     def __init__(self, path, meta, *, device: str | None = None, dtype: str | torch.dtype | None = None):
         from peft import PeftModel
 
