@@ -51,19 +51,14 @@ def fail(exc: Exception) -> typer.Exit:
 
 
 def unfinished_collect(stats: dict, cache: Path, *, training: bool = False) -> typer.Exit | None:
-    """The exit of a teacher run that stopped short (None when it finished), as `judge collect` gives it: a
-    cache that refused a write or an error every request would meet is exit 1 with the reason, a stop signal
-    128 + its number. ``training``: `distill --teacher`, which then trains nothing and writes no labels."""
-    then = "; nothing was trained" if training else ""
-    if stats["cache_error"]:
-        from judge.collect import cache_failure
+    """The exit of a teacher run that stopped short (None when it finished; see `judge.collect.stop_reason`).
+    ``training``: `distill --teacher`, which then trains nothing and writes no labels."""
+    from judge.collect import stop_reason
 
-        return fail(InputError(f"{cache_failure(stats, cache, in_output=not training)}{then}"))
-    if stats["teacher_error"]:
-        return fail(InputError(f"the teacher endpoint refused the run: {stats['teacher_error']}{then}"))
-    if stats["stopped"] == "interrupted":
-        return typer.Exit(code=128 + stats["signal"])
-    return None
+    reason, code = stop_reason(stats, cache, in_output=not training)
+    if reason:
+        return fail(InputError(reason + ("; nothing was trained" if training else "")))
+    return typer.Exit(code=code) if code else None
 
 
 def judge_and_labels(judge_dir: Path, path: Path, skip_invalid: bool):

@@ -535,16 +535,23 @@ def collect(records: list[Record], teacher: TeacherConfig, *, scheme: Scheme, ca
     return CollectResult(labels, stats)
 
 
-def cache_failure(stats: dict, cache_path: str | Path, *, in_output: bool = True) -> InputError:
-    """The one line for a run that stopped because the cache refused a write (``stats["cache_error"]``);
-    ``in_output``: the answers it could not store are in the rows the command writes."""
-    lost = stats["unstored"]
-    kept = ("every answer received is stored" if not lost else
-            f"{lost} answer(s) paid for could not be stored: they are in this run's output only, and a rerun pays "
-            "for them again" if in_output else f"{lost} answer(s) paid for could not be stored, and a rerun pays for "
-            "them again")
-    return InputError(f"the teacher cache refused a write ({stats['cache_error']}), so the run stopped; the answers "
-                      f"stored before are kept, {kept}", path=cache_path)
+def stop_reason(stats: dict, cache_path: str | Path, *, in_output: bool = True) -> tuple[str | None, int]:
+    """(the error line, the exit code) of a run that stopped short, as `judge collect` gives them: a cache that
+    refused a write (``in_output``: the answers it could not store are in the rows the command writes) or an
+    error every request would meet is exit 1 with the reason, a stop signal 128 + its number; (None, 0) else."""
+    if stats["cache_error"]:
+        lost = stats["unstored"]
+        kept = ("every answer received is stored" if not lost else
+                f"{lost} answer(s) paid for could not be stored: they are in this run's output only, and a rerun pays "
+                "for them again" if in_output else f"{lost} answer(s) paid for could not be stored, and a rerun pays "
+                "for them again")
+        return str(InputError(f"the teacher cache refused a write ({stats['cache_error']}), so the run stopped; the "
+                              f"answers stored before are kept, {kept}", path=cache_path)), 1
+    if stats["teacher_error"]:
+        return f"the teacher endpoint refused the run: {stats['teacher_error']}", 1
+    if stats["stopped"] == "interrupted":
+        return None, 128 + stats["signal"]
+    return None, 0
 
 
 def labelled_rows(records: list[Record], result: CollectResult, sample: dict[str, dict] | None = None) -> list[dict]:

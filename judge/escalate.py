@@ -262,21 +262,17 @@ def escalate_predictions(judge: Judge, records: Sequence[Record], predictions: S
 
 
 def escalation_outcome(stats: dict, cache_path: str | Path) -> tuple[str | None, int]:
-    """(the error to print, the exit code) of an escalation that ran, as `judge collect` would give them: a
-    cache that refused a write or an error every request would meet (bad key, no quota) is exit 1, a stop
-    signal 128 + its number."""
-    from judge.collect import cache_failure
+    """(the error to print, the exit code) of an escalation that ran, as `judge collect` would give them
+    (`judge.collect.stop_reason`), a refused endpoint's line saying which rows keep the student's label."""
+    from judge.collect import stop_reason
 
-    collected, kept = stats["collect"], stats["teacher_failed"]
-    if collected["cache_error"]:
-        return str(cache_failure(collected, cache_path)), 1
-    if collected["teacher_error"]:
-        return (f"escalation stopped (the teacher endpoint refused the run: {collected['teacher_error']}): {kept} of "
-                f"the {stats['escalated']} responses below the threshold keep the student's label (judge_teacher_status "
-                f"error or not_sent); rerun after the fix to escalate them (answers already paid for are cached)"), 1
-    if collected["stopped"] == "interrupted":
-        return None, 128 + collected["signal"]
-    return None, 0
+    collected = stats["collect"]
+    reason, code = stop_reason(collected, cache_path)
+    if collected["teacher_error"] and not collected["cache_error"]:
+        reason = (f"escalation stopped ({reason}): {stats['teacher_failed']} of the {stats['escalated']} responses below "
+                  f"the threshold keep the student's label (judge_teacher_status error or not_sent); rerun after the fix "
+                  f"to escalate them (answers already paid for are cached)")
+    return reason, code
 
 
 def format_escalation(stats: dict) -> str:
