@@ -872,13 +872,16 @@ def choose(trained: list[Result], records, scheme: Scheme, config: TrainConfig) 
         winner = max(challengers, key=lambda r: r.delta)
     if config.rate_guard:
         winner = rate_guard(winner, full, config.rate_guard_points / 100)
-    def below(r: Result) -> bool:  # without an interval (too few prompt groups) nothing is resolved
-        return r.delta_ci is not None and r.delta_ci[1] < 0
-
     resolved = None if len(trained) == 1 else (
-        all(r is best or below(r) for r in full) and all(r is winner or below(r) for r in partial)
+        all(r is best or resolved_below(r) for r in full) and all(r is winner or resolved_below(r) for r in partial)
         and (winner in full or (winner.delta_ci is not None and winner.delta_ci[0] > 0)))
     return winner, len(rows), resolved
+
+
+def resolved_below(result: Result) -> bool:
+    """Its kappa is resolved below the one it was paired with (the interval lies under zero); without an
+    interval (too few prompt groups) nothing is resolved."""
+    return result.delta_ci is not None and result.delta_ci[1] < 0
 
 
 def biased(result: Result, material: float = 0.0) -> bool:
@@ -897,7 +900,7 @@ def rate_guard(winner: Result, compared: list[Result], material: float = 0.0) ->
     if not biased(winner, material):
         return winner
     calm = [r for r in compared if r.worst_error_ci is not None and not biased(r, material)
-            and abs(r.worst_error) < abs(winner.worst_error) and r.delta_ci is not None and r.delta_ci[1] >= 0]
+            and abs(r.worst_error) < abs(winner.worst_error) and not resolved_below(r)]
     if not calm:
         return winner
     chosen = max(calm, key=lambda r: (r.kappa, -scoring_passes(r)))
