@@ -91,12 +91,7 @@ class Judge:
         """Load any artifact folder written by `judge distill`. `options` go to the backend (a transformer
         judge takes ``device`` and ``dtype``)."""
         meta = read_meta(path)
-        backend = backend_class(meta)
-        missing = [key for key in backend.meta_keys if key not in meta]
-        if missing:  # a hand-edited or half-written judge.json: one line, not a KeyError from deep in the backend
-            raise InputError(f"not a valid judge artifact (no {', '.join(missing)} for a {meta['kind']} judge)",
-                             path=Path(path) / ARTIFACT_FILE)
-        return backend(path, meta, **options)
+        return backend_class(meta, path)(path, meta, **options)
 
     @staticmethod
     def without_model(path: str | Path) -> Judge:
@@ -218,9 +213,16 @@ def check_files(path: str | Path) -> None:
             safe_open(file, framework="numpy")  # parses the header, which must cover the file
 
 
-def backend_class(meta: dict) -> type[Judge]:
+def backend_class(meta: dict, path: str | Path) -> type[Judge]:
+    """The class that loads judge.json's kind, once the keys it reads are there: a hand-edited or half-written
+    judge.json is one line, not a KeyError from deep in the backend (or in the Ray driver's batch sizing)."""
     module, _, cls = BACKENDS[meta["kind"]].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    backend = getattr(importlib.import_module(module), cls)
+    missing = [key for key in backend.meta_keys if key not in meta]
+    if missing:
+        raise InputError(f"not a valid judge artifact (no {', '.join(missing)} for a {meta['kind']} judge)",
+                         path=Path(path) / ARTIFACT_FILE)
+    return backend
 
 
 def as_records(items: Sequence[Record | Mapping]) -> list[Record]:

@@ -81,7 +81,7 @@ def score_records_ray(judge_dir: str | Path, records: Sequence[Record], *, batch
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         meta = described.meta
-        size = batch_size or backend_class(meta).default_batch_size(meta, "cuda" if gpus else "cpu")
+        size = batch_size or backend_class(meta, judge_dir).default_batch_size(meta, "cuda" if gpus else "cpu")
         plan = length_sorted_batches(records, size)
         workers = max(1, min(workers or gpus or cpus // 2, len(plan)))  # an actor with no batch would only load
         items = [{"batch": k, "records": json.dumps([asdict(records[i]) for i in chunk], ensure_ascii=False)}
