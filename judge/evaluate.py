@@ -88,14 +88,15 @@ def evaluate(records: Sequence[Record], predicted: Sequence[str], scheme: Scheme
                   "student": rates(predicted, scheme.classes, scheme.rate_labels, probs), "rate_name": scheme.rate,
                   "student_rate": _estimated_by(probs)},
     }
+    by_boot = min(n_boot, 200)  # a breakdown has many cells: fewer resamples each
     for field in by:
         split = group_by([getattr(r, field) for r in records], teacher, list(predicted), groups)
         if split:
             report["by"][field] = {key: agreement(t, p, scheme.classes, groups=g, safe_labels=scheme.safe_labels,
-                                                  n_boot=min(n_boot, 200), seed=seed)
+                                                  n_boot=by_boot, seed=seed)
                                    for key, (t, p, g) in split.items()}
     if report["by"]:
-        report["by_interval"] = f"percentile bootstrap over the prompt groups within each, {min(n_boot, 200)} resamples"
+        report["by_interval"] = f"percentile bootstrap over the prompt groups within each, {by_boot} resamples"
     if any(r.model for r in records):
         report["benchmark_view"] = benchmark_view(records, predicted, scheme, probs=probs, seed=seed)
     return report
